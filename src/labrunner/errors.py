@@ -1,0 +1,105 @@
+"""The exceptions labrunner raises, all under one root.
+
+    LabrunnerError                   anything labrunner raises on purpose
+    ├── InputError                   something a person wrote is invalid; `.issues` lists each
+    │   │                            problem with its file, key path and line
+    │   ├── PlanError                research_plan.yaml, or a handler file it names, is invalid
+    │   ├── RecordError              a result or failure record on disk is unreadable or corrupt
+    │   └── ConfigError              a `--config` value or a target on the command line is invalid
+    ├── HandlerError                 a handler used the runner API wrongly
+    │   ├── HandlerReturnError       ...returned a value of the wrong shape
+    │   ├── MetricError              ...logged a metric that is not a number
+    │   └── ArtifactError            ...named an artifact outside its folder, or writing it failed
+    └── BackendError                 a backend could not run a job (no Modal token, ...)
+
+Errors raised inside a handler's process become failure records, never tracebacks of ours: the
+message of each class here is written to be read by the researcher as it stands.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "ArtifactError",
+    "BackendError",
+    "ConfigError",
+    "HandlerError",
+    "HandlerReturnError",
+    "InputError",
+    "Issue",
+    "LabrunnerError",
+    "MetricError",
+    "PlanError",
+    "RecordError",
+]
+
+
+class LabrunnerError(Exception):
+    """Root of every exception labrunner raises on purpose."""
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem in a file a person wrote: where it is and what was expected."""
+
+    file: str
+    key: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        return f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
+
+
+class InputError(LabrunnerError):
+    """Raised when a file or argument a person wrote is invalid; lists every problem at once."""
+
+    def __init__(self, issues: Sequence[Issue]) -> None:
+        self.issues: tuple[Issue, ...] = tuple(issues)
+        super().__init__(self._summary())
+
+    def _summary(self) -> str:
+        if len(self.issues) == 1:
+            return str(self.issues[0])
+        lines = [f"{len(self.issues)} problems:"] + [f"  - {issue}" for issue in self.issues]
+        return "\n".join(lines)
+
+    @classmethod
+    def single(cls, file: str | Path, key: str, message: str, line: int | None = None) -> "InputError":
+        return cls([Issue(str(file), key, message, line)])
+
+
+class PlanError(InputError):
+    """Raised when research_plan.yaml, or a handler it names, is invalid (before any job starts)."""
+
+
+class RecordError(InputError):
+    """Raised when a result or failure record on disk cannot be read back (truncated, edited)."""
+
+
+class ConfigError(InputError):
+    """Raised for a bad `--config` key or value, or a target naming an unknown experiment."""
+
+
+class HandlerError(LabrunnerError):
+    """Raised inside a handler's process when the handler uses the runner API wrongly."""
+
+
+class HandlerReturnError(HandlerError):
+    """Raised when a handler returns something other than {'finding': str, 'metrics': {...}}."""
+
+
+class MetricError(HandlerError):
+    """Raised when `log_metrics` or a returned metric holds something that is not a number."""
+
+
+class ArtifactError(HandlerError):
+    """Raised when an artifact name escapes the artifacts folder or the file cannot be written."""
+
+
+class BackendError(LabrunnerError):
+    """Raised when a backend cannot run a job at all (no Modal token, unknown GPU type, ...)."""

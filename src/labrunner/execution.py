@@ -1,0 +1,452 @@
+"""Running one sub-experiment: attempts, supervision, records.
+
+`run_sub` is what a Snakemake job (or `labrunner run`) calls. It marks the attempt's start in
+failure.yaml, starts the W&B run, asks a backend to run the handler once per attempt (retrying
+failed attempts up to `retries`), forwards logged metrics to W&B as they arrive, and writes the
+result or failure record. The local backend supervises the handler in a child process, so a
+timeout, a segfault or a SIGKILL of the handler still ends in a failure record.
+"""
+
+from __future__ import annotations
+
+import json
+import linecache
+import os
+import re
+import platform
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from labrunner import __version__
+from labrunner.hints import hint_for
+from labrunner.layout import RunPaths, run_dir
+from labrunner.plan import Plan, SubSpec
+from labrunner.records import COMPLETED, FAILED, mark_running, now_iso, write_failure, write_result
+from labrunner.redact import redact, secret_values
+from labrunner.runner import RunContext
+from labrunner.sources import file_sha256
+from labrunner.tracking import Tracker, TrackingRequest, effective_mode, project_slug, start_tracking
+
+__all__ = ["AttemptRequest", "Backend", "LocalBackend", "SubRun", "run_sub"]
+
+TERMINATE_GRACE_S = 10.0  # after SIGINT/SIGTERM, how long a handler gets to write its record
+TIMEOUT_DUMP_WAIT_S = 1.0  # after asking a timed-out handler for its stack
+
+
+@dataclass(frozen=True)
+class AttemptRequest:
+    """One attempt of one sub: what a backend needs to run the handler once."""
+
+    context: RunContext
+    paths: RunPaths
+    timeout_s: float
+    gpu: str | None
+    label: str  # "<exp>/<sub>" or "<exp>/<sub>#seed", prefixed to console lines
+    console: TextIO
+
+
+class Backend(ABC):
+    """Runs one attempt of a handler and reports the outcome as data (never raises for a
+    handler's failure): {"status": "completed", "finding", "metrics", ...} or
+    {"status": "failed", "error": {"type", "message", "traceback", "handler_line", "hint"}}."""
+
+    name: str = "backend"
+
+    @abstractmethod
+    def run_attempt(self, request: AttemptRequest) -> dict[str, Any]: ...
+
+
+class _OutputPump(threading.Thread):
+    """Copies the handler's output to the console (prefixed) and to run.log (as is)."""
+
+    def __init__(self, stream: Any, log: TextIO, console: TextIO, label: str) -> None:
+        super().__init__(name="labrunner-output", daemon=True)
+        self._stream, self._log, self._console, self._label = stream, log, console, label
+        self._secrets = secret_values()
+
+    def run(self) -> None:
+        for raw in iter(self._stream.readline, b""):
+            line = redact(raw.decode("utf-8", errors="replace"), self._secrets)
+            self._log.write(line)
+            self._log.flush()
+            try:
+                self._console.write(f"[{self._label}] {line}" if line.endswith("\n") else f"[{self._label}] {line}\n")
+                self._console.flush()
+            except (OSError, ValueError):
+                pass  # a closed console must not stop run.log
+
+
+class LocalBackend(Backend):
+    """Runs the handler in a child process of its own session, under a deadline."""
+
+    name = "local"
+
+    def run_attempt(self, request: AttemptRequest) -> dict[str, Any]:
+        internal = request.paths.internal
+        internal.mkdir(parents=True, exist_ok=True)
+        attempt = request.context.attempt
+        context_path = internal / f"context-{attempt}.json"
+        outcome_path = internal / f"outcome-{attempt}.json"
+        crash_path = internal / f"stack-{attempt}.txt"
+        for stale in (outcome_path, crash_path):
+            stale.unlink(missing_ok=True)
+        context_path.write_text(request.context.to_json(), encoding="utf-8")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        command = [sys.executable, "-m", "labrunner.worker", str(context_path), str(outcome_path), str(crash_path)]
+        with request.paths.log.open("a", encoding="utf-8") as log:
+            log.write(f"=== {request.label}: run {request.context.run_id}, attempt {attempt}, started {now_iso()} ===\n")
+            log.flush()
+            process = subprocess.Popen(
+                command, cwd=request.context.project_root, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+            pump = _OutputPump(process.stdout, log, request.console, request.label)
+            pump.start()
+            with _forward_stop_signals(process) as stopped:
+                timed_out = _wait(process, request.timeout_s, crash_path)
+            _kill_group(process.pid)  # children the handler left behind die with it
+            pump.join(timeout=5.0)
+        outcome = _read_outcome(outcome_path)
+        if outcome is None:
+            outcome = _death_outcome(process.returncode, timed_out, request, crash_path, stopped)
+        return outcome
+
+
+def _wait(process: subprocess.Popen[bytes], timeout_s: float, crash_path: Path) -> bool:
+    """Wait for the handler; past the deadline, take its stack, then stop it. True if timed out."""
+    try:
+        process.wait(timeout=timeout_s)
+        return False
+    except subprocess.TimeoutExpired:
+        pass
+    _signal_group(process.pid, signal.SIGUSR1)  # faulthandler writes every thread's stack
+    time.sleep(TIMEOUT_DUMP_WAIT_S)
+    _signal_group(process.pid, signal.SIGKILL)
+    process.wait()
+    return True
+
+
+@contextmanager
+def _forward_stop_signals(process: subprocess.Popen[bytes]) -> Iterator[list[str]]:
+    """While the handler runs, Ctrl-C / SIGTERM to this process go to the handler, which records
+    them as a failure; if it does not exit within the grace period it is killed."""
+    stopped: list[str] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        stopped.append(signal.Signals(signum).name)
+        _signal_group(process.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        threading.Timer(TERMINATE_GRACE_S, _signal_group, (process.pid, signal.SIGKILL)).start()
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stopped
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _kill_group(pid: int) -> None:
+    _signal_group(pid, signal.SIGKILL)
+
+
+def _read_outcome(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def _death_outcome(returncode: int, timed_out: bool, request: AttemptRequest, crash_path: Path,
+                   stopped: list[str]) -> dict[str, Any]:
+    """A handler process that died without reporting: say how, with the stack it left."""
+    stack = crash_path.read_text(encoding="utf-8", errors="replace").strip() if crash_path.exists() else ""
+    if timed_out:
+        minutes = request.timeout_s / 60
+        error_type = "Timeout"
+        message = f"the handler ran past its timeout of {minutes:g} min ({request.timeout_s:g} s) and was stopped"
+    elif returncode < 0:
+        name = signal.Signals(-returncode).name if -returncode in signal.Signals._value2member_map_ else f"signal {-returncode}"
+        if -returncode == signal.SIGKILL:
+            error_type = "Killed"
+            message = ("the handler process was killed by SIGKILL: the out-of-memory killer, or a kill from outside"
+                       + (f" after {stopped[0]} was not obeyed within {TERMINATE_GRACE_S:g}s" if stopped else ""))
+        elif stopped:
+            error_type = "Interrupted" if stopped[0] == "SIGINT" else "Terminated"
+            message = f"the run was stopped by {stopped[0]}"
+        else:
+            error_type = "Crash"
+            message = f"the handler process crashed with {name}"
+    else:
+        error_type = "Exited"
+        message = (f"the handler process exited with code {returncode} before reporting a result "
+                   "(sys.exit() or os._exit() in the handler or a library it calls?)")
+    return {
+        "status": FAILED,
+        "error": {"type": error_type, "message": message, "traceback": stack or None,
+                  "handler_line": _stack_handler_line(stack, request.context), "hint": hint_for(error_type, message, stack)},
+        "warnings": [],
+        "exit": {"returncode": returncode},
+    }
+
+
+_FAULTHANDLER_FRAME = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+) in (?P<function>.+)$')
+
+
+def _stack_handler_line(stack: str, context: RunContext) -> dict[str, Any] | None:
+    """The innermost line of the project's own code in a faulthandler dump."""
+    root = str(Path(context.project_root).resolve())
+    own_package = str(Path(__file__).resolve().parent)
+    for line in stack.splitlines():  # faulthandler prints the innermost frame first
+        match = _FAULTHANDLER_FRAME.match(line)
+        if not match:
+            continue
+        filename = match["file"]
+        if filename.startswith(root) and not filename.startswith(own_package) and "site-packages" not in filename:
+            number = int(match["line"])
+            return {"file": os.path.relpath(filename, root), "line": number, "function": match["function"].strip(),
+                    "code": linecache.getline(filename, number).strip() or None}
+    return None
+
+
+@dataclass
+class _MetricsForwarder:
+    """Tails metrics.jsonl while the handler runs and forwards this run's lines to W&B."""
+
+    path: Path
+    run_id: str
+    tracker: Tracker
+    offset: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.offset = self.path.stat().st_size if self.path.exists() else 0
+        self._thread = threading.Thread(target=self._loop, name="labrunner-metrics", daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            self.drain()
+
+    def drain(self) -> None:
+        if not self.path.exists():
+            return
+        with self.path.open("rb") as handle:
+            handle.seek(self.offset)
+            chunk = handle.read()
+        end = chunk.rfind(b"\n") + 1  # only whole lines; a partial one is read next time
+        self.offset += end
+        for line in chunk[:end].splitlines():
+            entry = _parse_metric_line(line)
+            if entry is not None and entry.get("run") == self.run_id:
+                self.tracker.log(entry.get("metrics", {}), entry.get("step"))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        self.drain()
+
+
+def _parse_metric_line(line: bytes) -> dict[str, Any] | None:
+    try:
+        entry = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return entry if isinstance(entry, dict) else None
+
+
+def logged_metrics_summary(path: Path, run_id: str, attempt: int) -> dict[str, Any]:
+    """What the handler logged in one attempt: how many calls, the last step, the last values."""
+    count, last_step, last = 0, None, {}
+    if path.exists():
+        with path.open("rb") as handle:
+            for line in handle:
+                entry = _parse_metric_line(line)
+                if entry and entry.get("run") == run_id and entry.get("attempt") == attempt:
+                    count += 1
+                    last_step = entry.get("step", last_step)
+                    last.update(entry.get("metrics", {}))
+    return {"count": count, "last_step": last_step, "last": last}
+
+
+@dataclass(frozen=True)
+class SubRun:
+    """The outcome of `run_sub`: the record written and where."""
+
+    status: str
+    record: dict[str, Any]
+    paths: RunPaths
+    tracking_hung: bool = False  # a W&B call was abandoned: exit without waiting for wandb
+
+    @property
+    def ok(self) -> bool:
+        return self.status == COMPLETED
+
+
+def _git_commit(root: Path) -> str | None:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() or None if done.returncode == 0 else None
+
+
+def _tracking_request(plan: Plan, spec: SubSpec, seed: int, stub: bool, paths: RunPaths, params: dict[str, Any]) -> TrackingRequest:
+    settings = plan.model.wandb
+    multi_seed = len(spec.seeds) > 1
+    return TrackingRequest(
+        mode=effective_mode(settings.mode),
+        project=settings.project or project_slug(plan.model.project.name),
+        entity=settings.entity,
+        group=spec.experiment_id,
+        name=f"{spec.sub_id}-seed{seed}" if multi_seed else spec.sub_id,
+        metric_prefix=f"{spec.sub_id}/",
+        config={"params": params, "seed": seed, "experiment": spec.experiment_id, "sub": spec.sub_id, "stub": stub},
+        run_dir=paths.run_dir,
+        tags=tuple(settings.tags) + (("stub",) if stub else ()),
+        job_type="stub" if stub else "sub-experiment",
+        init_timeout_s=settings.init_timeout_s,
+        finish_timeout_s=settings.finish_timeout_s,
+    )
+
+
+def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = False,
+            results_root: Path | None = None, backend: Backend | None = None,
+            console: TextIO | None = None) -> SubRun:
+    """Run one sub-experiment (one seed) with retries; write its records; never raise for a
+    handler's failure."""
+    from labrunner.layout import results_root as default_results_root
+
+    seed = spec.seeds[0] if seed is None else seed
+    backend = backend or LocalBackend()
+    console = console or sys.stdout
+    root = plan.root.resolve()
+    relative_results = Path(results_root) if results_root is not None else default_results_root(stub)
+    paths = RunPaths(root / run_dir(relative_results, spec.experiment_id, spec.sub_id, seed, spec.seeds))
+    paths.run_dir.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex[:12]
+    started_at, started_s = now_iso(), time.monotonic()
+    last_failure = mark_running(paths, run_id, started_at, os.getpid(), backend.name)
+    params = spec.params_for(stub)
+    label = spec.key if len(spec.seeds) <= 1 else f"{spec.key}#seed{seed}"
+    tracker = start_tracking(_tracking_request(plan, spec, seed, stub, paths, params))
+    forwarder = _MetricsForwarder(paths.metrics, run_id, tracker)
+    forwarder.start()
+    attempts: list[dict[str, Any]] = []
+    outcome: dict[str, Any] = {}
+    for attempt in range(1, spec.retries + 2):
+        context = RunContext(
+            experiment_id=spec.experiment_id, sub_id=spec.sub_id, params=params, seed=seed, stub=stub,
+            run_dir=str(paths.run_dir), project_root=str(root), handler_file=spec.handler_file.as_posix(),
+            handler_function=spec.handler_function, run_id=run_id, attempt=attempt,
+        )
+        request = AttemptRequest(context, paths, spec.timeout_min * 60.0, spec.gpu, label, console)
+        outcome = backend.run_attempt(request)
+        attempts.append(outcome)
+        if outcome.get("status") == COMPLETED or _stopped_from_outside(outcome) or attempt > spec.retries:
+            break
+        record = _record(plan, spec, seed, stub, params, backend, run_id, started_at, started_s, attempt, outcome, paths)
+        record["retrying"] = True
+        write_failure(paths, record, last_failure)
+        console.write(f"[{label}] attempt {attempt} failed ({outcome['error']['type']}); retrying\n")
+    forwarder.stop()
+    attempt_count = len(attempts)
+    record = _record(plan, spec, seed, stub, params, backend, run_id, started_at, started_s, attempt_count, outcome, paths)
+    ok = outcome.get("status") == COMPLETED
+    if ok:
+        tracker.summary(record["metrics"])
+    tracker.finish(0 if ok else 1)
+    record["wandb"] = tracker.info()
+    record["warnings"] = list(record.get("warnings", [])) + tracker.warnings
+    if attempt_count > 1:
+        record["failed_attempts"] = [_attempt_summary(index + 1, item) for index, item in enumerate(attempts[:-1])]
+    if ok:
+        write_result(paths, record, last_failure if last_failure else None)
+    else:
+        write_failure(paths, record, last_failure)
+    _cleanup_internal(paths)
+    return SubRun(COMPLETED if ok else FAILED, record, paths, bool(getattr(tracker, "hung", False)))
+
+
+def _stopped_from_outside(outcome: dict[str, Any]) -> bool:
+    return outcome.get("error", {}).get("type") in ("Interrupted", "Terminated")
+
+
+def _attempt_summary(number: int, outcome: dict[str, Any]) -> dict[str, Any]:
+    error = outcome.get("error", {})
+    return {"attempt": number, "error_type": error.get("type"), "message": error.get("message")}
+
+
+def _record(plan: Plan, spec: SubSpec, seed: int, stub: bool, params: dict[str, Any], backend: Backend, run_id: str,
+            started_at: str, started_s: float, attempts: int, outcome: dict[str, Any], paths: RunPaths) -> dict[str, Any]:
+    handler_path = plan.root / spec.handler_file
+    record: dict[str, Any] = {
+        "status": outcome.get("status", FAILED),
+        "experiment": spec.experiment_id,
+        "sub": spec.sub_id,
+        "name": spec.name,
+        "seed": seed,
+        "stub": stub,
+    }
+    if outcome.get("status") == COMPLETED:
+        record.update(finding=outcome["finding"], metrics=outcome["metrics"], artifacts=outcome["artifacts"])
+        if outcome.get("details"):
+            record["details"] = outcome["details"]
+    else:
+        record["error"] = outcome.get("error")
+        record["metrics_logged"] = logged_metrics_summary(paths.metrics, run_id, attempts)
+        if outcome.get("exit"):
+            record["exit"] = outcome["exit"]
+    record.update({
+        "params": params,
+        "backend": backend.name,
+        "gpu": spec.gpu,
+        "device": outcome.get("device", "cpu"),
+        "started_at": started_at,
+        "ended_at": now_iso(),
+        "duration_s": round(time.monotonic() - started_s, 3),
+        "attempts": attempts,
+        "handler": {
+            "file": spec.handler_file.as_posix(),
+            "function": spec.handler_function,
+            "sha256": file_sha256(handler_path) if handler_path.exists() else None,
+        },
+        "git_commit": _git_commit(plan.root),
+        "run_id": run_id,
+        "warnings": list(outcome.get("warnings", [])),
+        "labrunner": __version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+    })
+    return record
+
+
+def _cleanup_internal(paths: RunPaths) -> None:
+    for item in paths.internal.glob("*"):
+        item.unlink(missing_ok=True)
+    try:
+        paths.internal.rmdir()
+    except OSError:
+        pass

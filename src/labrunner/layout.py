@@ -1,0 +1,89 @@
+"""Where everything lives, relative to the project root; the one place paths are spelled.
+
+Stub runs get a tree of their own under `stub/`, so they can never satisfy, or overwrite, the
+targets of a real run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "RunPaths",
+    "experiment_findings_path",
+    "experiment_results_dir",
+    "gates_path",
+    "project_findings_path",
+    "results_root",
+    "run_dir",
+]
+
+STUB_PREFIX = Path("stub")
+
+
+def _tree(stub: bool) -> Path:
+    return STUB_PREFIX if stub else Path()
+
+
+def results_root(stub: bool = False) -> Path:
+    return _tree(stub) / "results"
+
+
+def run_dir(root: Path, experiment_id: str, sub_id: str, seed: int, seeds: tuple[int, ...] | list[int]) -> Path:
+    """results/<exp>/<sub>/, or results/<exp>/<sub>/seed-<n>/ for subs run with several seeds."""
+    base = Path(root) / experiment_id / sub_id
+    return base if len(seeds) <= 1 else base / f"seed-{seed}"
+
+
+def experiment_results_dir(experiment_id: str, stub: bool = False) -> Path:
+    return results_root(stub) / experiment_id
+
+
+def gates_path(stub: bool = False) -> Path:
+    return results_root(stub) / "gates.yaml"
+
+
+def project_findings_path(stub: bool = False) -> Path:
+    return _tree(stub) / "research" / "FINDINGS.md"
+
+
+def experiment_findings_path(experiment_id: str, stub: bool = False) -> Path:
+    return _tree(stub) / "research" / "experiments" / experiment_id / "FINDINGS.md"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """The files of one sub-experiment run (one sub, one seed)."""
+
+    run_dir: Path
+
+    @property
+    def result(self) -> Path:
+        return self.run_dir / "result.yaml"
+
+    @property
+    def failure(self) -> Path:
+        return self.run_dir / "failure.yaml"
+
+    @property
+    def metrics(self) -> Path:
+        return self.run_dir / "metrics.jsonl"
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / "run.log"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.run_dir / "artifacts"
+
+    @property
+    def history(self) -> Path:
+        """Every final record ever written, so a rerun never loses an earlier result."""
+        return self.run_dir / "history"
+
+    @property
+    def internal(self) -> Path:
+        """Scratch files between the supervisor and the handler's process."""
+        return self.run_dir / ".labrunner"

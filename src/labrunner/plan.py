@@ -1,0 +1,617 @@
+"""research_plan.yaml: loading, validation and the resolved view every other module uses.
+
+The plan is written by hand and read by people and by the pipeline, so validation happens in
+one pass before any job starts and reports every problem at once, each with the file, the key
+path, the line and what was expected. Free-form fields (status, outcome, note, ...) are kept as
+information; an unknown key that is close to a known one is treated as a typo.
+
+Handler code is never imported here: handler functions are found by parsing their files
+(`labrunner.sources`), so validating a plan needs neither torch nor the handlers' dependencies.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from labrunner import sources
+from labrunner.errors import Issue, PlanError
+from labrunner.yamlio import YamlMap, line_of, load_yaml
+
+__all__ = [
+    "DEFAULT_PLAN_PATH",
+    "Criterion",
+    "Experiment",
+    "Gate",
+    "Plan",
+    "SubSpec",
+    "load_plan",
+    "project_root_for",
+]
+
+DEFAULT_PLAN_PATH = Path("research/research_plan.yaml")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+BACKENDS = ("local", "modal")
+WANDB_MODES = ("online", "offline", "disabled")
+
+# Fields researchers already write that labrunner keeps as information and never trusts as state.
+INFO_KEYS = frozenset(
+    {"status", "outcome", "achieved", "note", "notes", "replaces", "future_study", "description",
+     "rationale", "hypothesis", "conclusion", "results", "owner", "date", "tags", "priority",
+     "references", "links", "summary", "question", "motivation", "risks", "comment", "comments"}
+)
+# Misspellings that difflib's ratio does not catch but people do write.
+KEY_ALIASES = {
+    "retry": "retries", "fail": "failure", "timeout": "timeout_min", "deps": "dependencies",
+    "depends_on": "dependencies", "criteria": "success_criteria", "subs": "sub_experiments",
+    "subexperiments": "sub_experiments", "gpu_type": "gpu", "stub": "stub_params",
+}
+
+
+class _Model(BaseModel):
+    # extra="allow": free-form keys are kept as information; typos are caught before pydantic.
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """The free-form fields a researcher wrote (status, note, outcome, ...)."""
+        return dict(self.__pydantic_extra__ or {})
+
+
+class _StrictModel(_Model):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class ProjectInfo(_Model):
+    name: str | None = None
+    hypothesis: str | None = None
+
+
+class RunSettings(_Model):
+    """Settings that inherit plan defaults -> experiment -> sub; None means "inherit"."""
+
+    backend: Literal["local", "modal"] | None = None
+    gpu: str | None = None
+    timeout_min: float | None = Field(None, gt=0)
+    retries: int | None = Field(None, ge=0, le=20)
+    seeds: list[int] | None = Field(None, min_length=1)
+    seed: int | None = None
+
+    @model_validator(mode="after")
+    def _one_seed_spelling(self) -> "RunSettings":
+        if self.seed is not None and self.seeds is not None:
+            raise ValueError("give either seed or seeds, not both")
+        if self.seeds is not None and len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"seeds must be distinct, got {self.seeds}")
+        return self
+
+    def seed_list(self) -> list[int] | None:
+        return [self.seed] if self.seed is not None else self.seeds
+
+
+class Defaults(RunSettings):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    borderline_pct: float = Field(5.0, ge=0, le=100)
+    modal_secret: str | None = None
+
+
+class WandbSettings(_StrictModel):
+    project: str | None = None
+    entity: str | None = None
+    mode: Literal["online", "offline", "disabled"] = "offline"
+    init_timeout_s: float = Field(60.0, gt=0)
+    finish_timeout_s: float = Field(60.0, gt=0)
+    tags: list[str] = Field(default_factory=list)
+
+
+_THRESHOLD = re.compile(r"^\s*(>=|<=|>|<|=)?\s*([-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+
+
+def _parse_threshold(value: Any) -> tuple[Any, str | None]:
+    """Accept 0.95 and also strings people write: ">= 0.95", "<0.3" (the comparator hints direction)."""
+    if isinstance(value, str):
+        match = _THRESHOLD.match(value)
+        if match:
+            op = match.group(1)
+            hint = "higher" if op in (">=", ">") else "lower" if op in ("<=", "<") else None
+            return float(match.group(2)), hint
+    return value, None
+
+
+class Criterion(_Model):
+    """Tiered success criterion for one metric."""
+
+    target: float | None = None
+    acceptable: float | None = None
+    failure: float | None = None
+    direction: Literal["higher", "lower"] | None = None
+    from_sub: str | None = Field(None, alias="from")
+    borderline_pct: float | None = Field(None, ge=0, le=100)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _comparator_strings(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        hints = set()
+        for tier in ("target", "acceptable", "failure"):
+            if tier in data:
+                data[tier], hint = _parse_threshold(data[tier])
+                if hint and tier != "failure":
+                    hints.add(hint)
+        if data.get("direction") is None and len(hints) == 1:
+            data["direction"] = hints.pop()
+        return data
+
+    @field_validator("target", "acceptable", "failure")
+    @classmethod
+    def _finite(cls, value: float | None) -> float | None:
+        if value is not None and value != value:
+            raise ValueError("threshold must be a number, got NaN")
+        return value
+
+    def tiers(self) -> list[tuple[str, float]]:
+        return [(name, value) for name, value in
+                (("target", self.target), ("acceptable", self.acceptable), ("failure", self.failure))
+                if value is not None]
+
+
+class SubSettings(RunSettings):
+    name: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    stub_params: dict[str, Any] = Field(default_factory=dict)
+    handler: str | None = None
+    skip: str | bool | None = None
+
+
+class Experiment(RunSettings):
+    name: str | None = None
+    type: Literal["claim", "question", "pivot"] | None = None
+    phase: int | str | None = None
+    handlers: str | None = None
+    dependencies: list[str] = Field(default_factory=list)
+    success_criteria: dict[str, Criterion] = Field(default_factory=dict)
+    sub_experiments: dict[str, SubSettings] = Field(default_factory=dict)
+    archived: bool = False
+    params: dict[str, Any] = Field(default_factory=dict)
+    stub_params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("dependencies", mode="before")
+    @classmethod
+    def _single_dependency(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else ([] if value is None else value)
+
+    @field_validator("sub_experiments", mode="before")
+    @classmethod
+    def _list_form(cls, value: Any) -> Any:
+        """Researchers write `sub_experiments: [e1_1, e1_2]`; a mapping carries settings."""
+        if value is None:
+            return {}
+        if isinstance(value, list):
+            subs: dict[Any, Any] = {}
+            for item in value:
+                if isinstance(item, Mapping) and len(item) == 1:
+                    subs.update(item)
+                else:
+                    subs[item] = None
+            value = subs
+        if isinstance(value, Mapping):
+            return {key: ({} if settings is None else settings) for key, settings in value.items()}
+        return value
+
+
+class Gate(_Model):
+    name: str | None = None
+    experiments: list[str] = Field(min_length=1)
+    unlocks: str | None = None
+
+
+class PlanModel(_Model):
+    project: ProjectInfo = Field(default_factory=ProjectInfo)
+    defaults: Defaults = Field(default_factory=Defaults)
+    wandb: WandbSettings = Field(default_factory=WandbSettings)
+    experiments: dict[str, Experiment] = Field(min_length=1)
+    gates: dict[str, Gate] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SubSpec:
+    """One sub-experiment with every setting resolved (plan defaults -> experiment -> sub)."""
+
+    experiment_id: str
+    sub_id: str
+    name: str
+    params: Mapping[str, Any]
+    stub_params: Mapping[str, Any]
+    seeds: tuple[int, ...]
+    backend: str
+    gpu: str | None
+    timeout_min: float
+    retries: int
+    handler_file: Path  # relative to the project root
+    handler_function: str
+    skip_reason: str | None = None
+    info: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return f"{self.experiment_id}/{self.sub_id}"
+
+    def params_for(self, stub: bool) -> dict[str, Any]:
+        """The params a handler sees: stub_params merged over params in stub mode."""
+        return {**self.params, **self.stub_params} if stub else dict(self.params)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A validated plan. `root` is the project folder that relative paths start from."""
+
+    path: Path
+    root: Path
+    model: PlanModel
+    subs_by_experiment: Mapping[str, tuple[SubSpec, ...]]
+
+    @property
+    def experiments(self) -> dict[str, Experiment]:
+        return self.model.experiments
+
+    @property
+    def active_experiments(self) -> list[str]:
+        return [exp_id for exp_id, exp in self.model.experiments.items() if not exp.archived]
+
+    @property
+    def gates(self) -> dict[str, Gate]:
+        return self.model.gates
+
+    def subs(self, experiment_id: str | None = None, include_skipped: bool = False) -> Iterator[SubSpec]:
+        """Sub-experiments of active experiments (or of one experiment), in plan order."""
+        ids = [experiment_id] if experiment_id is not None else self.active_experiments
+        for exp_id in ids:
+            for spec in self.subs_by_experiment[exp_id]:
+                if include_skipped or spec.skip_reason is None:
+                    yield spec
+
+    def sub(self, experiment_id: str, sub_id: str) -> SubSpec:
+        """Look one sub up; an unknown name is an error listing the valid ones."""
+        if experiment_id not in self.subs_by_experiment:
+            raise PlanError.single(self.path, "experiments", _unknown("experiment", experiment_id, self.subs_by_experiment))
+        for spec in self.subs_by_experiment[experiment_id]:
+            if spec.sub_id == sub_id:
+                return spec
+        valid = [spec.sub_id for spec in self.subs_by_experiment[experiment_id]]
+        raise PlanError.single(self.path, f"experiments.{experiment_id}.sub_experiments", _unknown("sub-experiment", sub_id, valid))
+
+
+def _unknown(kind: str, name: str, valid: Any) -> str:
+    valid = list(valid)
+    close = difflib.get_close_matches(name, valid, n=1, cutoff=0.6)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {kind} {name!r}{hint} (valid: {', '.join(valid) or 'none'})"
+
+
+def project_root_for(plan_path: Path) -> Path:
+    """research/research_plan.yaml lives one level below the project root."""
+    parent = plan_path.resolve().parent
+    return parent.parent if parent.name == "research" else parent
+
+
+def load_plan(path: Path | str = DEFAULT_PLAN_PATH, *, root: Path | None = None,
+              check_handlers: bool | tuple[str, str] = True) -> Plan:
+    """Load and validate a plan; raise PlanError listing every problem found.
+
+    `check_handlers` may name one (experiment, sub) to check only its handler: a job running
+    one sub should not parse a thousand handler files.
+    """
+    path = Path(path)
+    shown = str(path)
+    raw = load_yaml(path, PlanError)
+    if not isinstance(raw, Mapping):
+        got = "an empty file" if raw is None else f"a {type(raw).__name__}"
+        raise PlanError.single(shown, "", f"expected a mapping with an 'experiments' key at the top level, got {got}")
+    issues = list(_key_typos(raw, shown))
+    model, schema_issues, all_ids = _validate_parts(raw, shown)
+    issues.extend(schema_issues)
+    root = Path(root) if root is not None else project_root_for(path)
+    subs_by_experiment, semantic = _resolve(model, raw, shown, root, check_handlers, all_ids)
+    issues.extend(semantic)
+    if issues:
+        raise PlanError(_sorted(issues))
+    return Plan(path=path, root=root, model=model, subs_by_experiment=subs_by_experiment)
+
+
+def _validate_parts(raw: Mapping[str, Any], shown: str) -> tuple[PlanModel, list[Issue], list[str]]:
+    """Validate each block and each experiment on its own, so one bad experiment does not hide
+    the problems of the others; the model keeps the parts that validated."""
+    issues: list[Issue] = []
+
+    def part(model: type[BaseModel], data: Any, loc: tuple[Any, ...]) -> Any:
+        try:
+            return model.model_validate({} if data is None and loc[0] != "experiments" else data)
+        except ValidationError as exc:
+            issues.extend(_pydantic_issues(exc, raw, shown, loc))
+            return None
+
+    blocks = {name: part(cls, raw.get(name), (name,))
+              for name, cls in (("project", ProjectInfo), ("defaults", Defaults), ("wandb", WandbSettings))}
+    experiments_raw = raw.get("experiments")
+    experiments: dict[str, Experiment] = {}
+    all_ids: list[str] = []
+    if not isinstance(experiments_raw, Mapping) or not experiments_raw:
+        got = "nothing" if experiments_raw is None else repr(experiments_raw) if not isinstance(experiments_raw, Mapping) else "an empty mapping"
+        issues.append(Issue(shown, "experiments", f"expected a mapping of experiment id -> experiment, got {got}",
+                            line_of(raw, ("experiments",))))
+    else:
+        for exp_id, exp_raw in experiments_raw.items():
+            all_ids.append(str(exp_id))
+            exp = part(Experiment, exp_raw, ("experiments", exp_id))
+            if exp is not None:
+                experiments[str(exp_id)] = exp
+    gates: dict[str, Gate] = {}
+    gates_raw = raw.get("gates") or {}
+    if not isinstance(gates_raw, Mapping):
+        issues.append(Issue(shown, "gates", f"expected a mapping of gate id -> gate, got {gates_raw!r}", line_of(raw, ("gates",))))
+    else:
+        for gate_id, gate_raw in gates_raw.items():
+            gate = part(Gate, gate_raw, ("gates", gate_id))
+            if gate is not None:
+                gates[str(gate_id)] = gate
+    extra = {key: value for key, value in raw.items() if key not in PlanModel.model_fields}
+    model = PlanModel.model_construct(
+        project=blocks["project"] or ProjectInfo(), defaults=blocks["defaults"] or Defaults(),
+        wandb=blocks["wandb"] or WandbSettings(), experiments=experiments, gates=gates, **extra,
+    )
+    return model, issues, all_ids
+
+
+def _sorted(issues: list[Issue]) -> list[Issue]:
+    return sorted(issues, key=lambda issue: (issue.line or 0, issue.key))
+
+
+# --- typo detection ----------------------------------------------------------------------------
+
+def _known_keys(model: type[BaseModel]) -> set[str]:
+    return {info.alias or name for name, info in model.model_fields.items()}
+
+
+_SCHEMA: dict[str, tuple[type[BaseModel], bool]] = {
+    # block -> (model, strict: every unknown key is an error)
+    "plan": (PlanModel, False), "project": (ProjectInfo, False), "defaults": (Defaults, True),
+    "wandb": (WandbSettings, True), "experiment": (Experiment, False), "sub": (SubSettings, False),
+    "criterion": (Criterion, False), "gate": (Gate, False),
+}
+
+
+def _check_block(block: Any, kind: str, key_path: str, raw: Any, path_tuple: tuple[Any, ...], shown: str) -> Iterator[Issue]:
+    if not isinstance(block, Mapping):
+        return
+    model, strict = _SCHEMA[kind]
+    known = _known_keys(model)
+    for key in block:
+        if not isinstance(key, str) or key in known or (not strict and key in INFO_KEYS):
+            continue
+        suggestion = KEY_ALIASES.get(key.lower())
+        if suggestion not in known:
+            lowered = {k.lower(): k for k in known}
+            suggestion = lowered.get(key.lower()) or next(iter(difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.75)), None)
+        if suggestion is None and not strict:
+            continue  # a free-form field the researcher added: kept as information
+        where = f"{key_path}.{key}" if key_path else key
+        hint = f"did you mean {suggestion!r}?" if suggestion else f"expected one of: {', '.join(sorted(known))}"
+        yield Issue(shown, where, f"unknown key; {hint}", line_of(raw, (*path_tuple, key)))
+
+
+def _key_typos(raw: Mapping[str, Any], shown: str) -> Iterator[Issue]:
+    yield from _check_block(raw, "plan", "", raw, (), shown)
+    for block in ("project", "defaults", "wandb"):
+        yield from _check_block(raw.get(block), block, block, raw, (block,), shown)
+    experiments = raw.get("experiments")
+    if isinstance(experiments, Mapping):
+        for exp_id, exp in experiments.items():
+            base = ("experiments", exp_id)
+            yield from _check_block(exp, "experiment", f"experiments.{exp_id}", raw, base, shown)
+            if not isinstance(exp, Mapping):
+                continue
+            criteria = exp.get("success_criteria")
+            if isinstance(criteria, Mapping):
+                for metric, crit in criteria.items():
+                    yield from _check_block(crit, "criterion", f"experiments.{exp_id}.success_criteria.{metric}",
+                                            raw, (*base, "success_criteria", metric), shown)
+            subs = exp.get("sub_experiments")
+            if isinstance(subs, Mapping):
+                for sub_id, settings in subs.items():
+                    yield from _check_block(settings, "sub", f"experiments.{exp_id}.sub_experiments.{sub_id}",
+                                            raw, (*base, "sub_experiments", sub_id), shown)
+    gates = raw.get("gates")
+    if isinstance(gates, Mapping):
+        for gate_id, gate in gates.items():
+            yield from _check_block(gate, "gate", f"gates.{gate_id}", raw, ("gates", gate_id), shown)
+
+
+# --- pydantic errors as plain messages ----------------------------------------------------------
+
+def _pydantic_issues(exc: ValidationError, raw: Any, shown: str, prefix: tuple[Any, ...]) -> Iterator[Issue]:
+    seen: set[tuple[str, str]] = set()
+    for error in exc.errors(include_url=False):
+        loc = prefix + tuple(error["loc"])
+        if error["type"] == "extra_forbidden":
+            continue  # reported with a suggestion by _key_typos
+        key = ".".join(str(part) for part in loc)
+        message = _plain_message(error)
+        if (key, message) in seen:
+            continue
+        seen.add((key, message))
+        yield Issue(shown, key, message, line_of(raw, loc))
+
+
+def _plain_message(error: Mapping[str, Any]) -> str:
+    msg: str = error["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    msg = msg.replace("Input should be", "expected").replace("Dictionary", "a mapping")
+    if error["type"] == "missing":
+        return "required key is missing"
+    got = error.get("input")
+    if error["type"] in ("model_type", "dict_type", "model_attributes_type"):
+        msg = "expected a mapping"
+    if not isinstance(got, (Mapping, list)) and error["type"] not in ("value_error", "assertion_error"):
+        msg += f", got {got!r}"
+    elif isinstance(got, (Mapping, list)) and error["type"] not in ("value_error", "too_short"):
+        msg += f", got a {'mapping' if isinstance(got, Mapping) else 'list'}"
+    return msg
+
+
+# --- semantic checks and resolution -------------------------------------------------------------
+
+def _resolve(model: PlanModel, raw: Any, shown: str, root: Path, check_handlers: bool | tuple[str, str],
+             all_ids: list[str]) -> tuple[dict[str, tuple[SubSpec, ...]], list[Issue]]:
+    issues: list[Issue] = []
+
+    def issue(loc: tuple[Any, ...], message: str) -> None:
+        issues.append(Issue(shown, ".".join(str(p) for p in loc), message, line_of(raw, loc)))
+
+    experiments = model.experiments
+    for gate_id, gate in model.gates.items():
+        if not ID_PATTERN.match(gate_id):
+            issue(("gates", gate_id), _bad_id("gate id", gate_id))
+        for index, exp_id in enumerate(gate.experiments):
+            if exp_id not in all_ids:
+                issue(("gates", gate_id, "experiments", index), _unknown("experiment", exp_id, all_ids))
+    subs_by_experiment: dict[str, tuple[SubSpec, ...]] = {}
+    for exp_id, exp in experiments.items():
+        base = ("experiments", exp_id)
+        if not ID_PATTERN.match(exp_id):
+            issue(base, _bad_id("experiment id", exp_id))
+            continue
+        for index, dep in enumerate(exp.dependencies):
+            if dep not in all_ids:
+                issue((*base, "dependencies", index), _unknown("experiment", dep, [e for e in all_ids if e != exp_id]))
+            elif dep == exp_id:
+                issue((*base, "dependencies", index), "an experiment cannot depend on itself")
+        for metric, crit in exp.success_criteria.items():
+            issues.extend(_criterion_issues(crit, (*base, "success_criteria", metric), exp, raw, shown))
+        if not exp.sub_experiments and not exp.archived:
+            issue(base, "has no sub_experiments; list at least one (or set archived: true)")
+        specs = []
+        for sub_id, settings in exp.sub_experiments.items():
+            sub_loc = (*base, "sub_experiments", sub_id)
+            if not isinstance(sub_id, str) or not ID_PATTERN.match(sub_id):
+                issue(sub_loc, _bad_id("sub-experiment id", str(sub_id)))
+                continue
+            check = check_handlers is True or check_handlers == (exp_id, sub_id)
+            spec, problems = _sub_spec(model, exp_id, exp, sub_id, settings, root, check and not exp.archived)
+            for message in problems:
+                handler_loc = (*sub_loc, "handler") if settings.handler else sub_loc
+                issue(handler_loc, message)
+            specs.append(spec)
+        subs_by_experiment[exp_id] = tuple(specs)
+    issues.extend(_cycle_issues(model, raw, shown))
+    return subs_by_experiment, issues
+
+
+def _bad_id(kind: str, value: str) -> str:
+    return f"{kind} {value!r} is not path-safe: expected letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def _criterion_issues(crit: Criterion, loc: tuple[Any, ...], exp: Experiment, raw: Any, shown: str) -> Iterator[Issue]:
+    key = ".".join(str(p) for p in loc)
+    line = line_of(raw, loc)
+    tiers = crit.tiers()
+    if not tiers:
+        yield Issue(shown, key, "expected at least one of target, acceptable, failure", line)
+        return
+    direction = crit.direction or _infer_direction(tiers)
+    if direction is None:
+        yield Issue(shown, key, "direction is missing and cannot be inferred from the tiers; add direction: higher or lower", line)
+    else:
+        values = [value for _, value in tiers]
+        ordered = values == sorted(values, reverse=(direction == "higher"))
+        if not ordered:
+            described = ", ".join(f"{name} {value:g}" for name, value in tiers)
+            want = "target >= acceptable >= failure" if direction == "higher" else "target <= acceptable <= failure"
+            yield Issue(shown, key, f"tiers are in the wrong order for direction {direction}: {described}; expected {want}", line)
+    if crit.from_sub is not None and crit.from_sub not in exp.sub_experiments:
+        yield Issue(shown, f"{key}.from", _unknown("sub-experiment", crit.from_sub, exp.sub_experiments), line_of(raw, (*loc, "from")))
+
+
+def _infer_direction(tiers: list[tuple[str, float]]) -> str | None:
+    values = [value for _, value in tiers]
+    if len(set(values)) < 2:
+        return None
+    return "higher" if values[0] > values[-1] else "lower"
+
+
+def resolved_direction(crit: Criterion) -> str:
+    """The criterion's direction, written or inferred (validation guarantees one exists)."""
+    direction = crit.direction or _infer_direction(crit.tiers())
+    assert direction is not None, "validated plans always have a direction"
+    return direction
+
+
+def _sub_spec(model: PlanModel, exp_id: str, exp: Experiment, sub_id: str, sub: SubSettings,
+              root: Path, check_handler: bool) -> tuple[SubSpec, list[str]]:
+    layers = (model.defaults, exp, sub)
+
+    def inherit(name: str, fallback: Any) -> Any:
+        value = fallback
+        for layer in layers:
+            own = layer.seed_list() if name == "seeds" else getattr(layer, name)
+            if own is not None:
+                value = own
+        return value
+
+    handlers_dir = Path(exp.handlers) if exp.handlers else Path("handlers") / exp_id
+    skip = sub.skip
+    skipped = skip not in (None, False, "")
+    # a skipped sub may have no handler yet: it is listed, never run
+    handler_file, function, problems = sources.resolve_handler(root, handlers_dir, sub_id, sub.handler, check_handler and not skipped)
+    spec = SubSpec(
+        experiment_id=exp_id,
+        sub_id=sub_id,
+        name=sub.name or sub_id,
+        params={**exp.params, **sub.params},
+        stub_params={**exp.stub_params, **sub.stub_params},
+        seeds=tuple(inherit("seeds", [0])),
+        backend=inherit("backend", "local"),
+        gpu=inherit("gpu", None),
+        timeout_min=float(inherit("timeout_min", 30.0)),
+        retries=int(inherit("retries", 0)),
+        handler_file=handler_file,
+        handler_function=function,
+        skip_reason=("skipped in the plan" if skip is True else str(skip)) if skipped else None,
+        info=sub.info,
+    )
+    return spec, problems
+
+
+def _cycle_issues(model: PlanModel, raw: Any, shown: str) -> Iterator[Issue]:
+    """Report each dependency cycle once, naming the whole loop."""
+    graph = {exp_id: [d for d in exp.dependencies if d in model.experiments] for exp_id, exp in model.experiments.items()}
+    state: dict[str, int] = {}  # 1 = on the stack, 2 = done
+    stack: list[str] = []
+    reported: set[frozenset[str]] = set()
+
+    def visit(node: str) -> Iterator[Issue]:
+        state[node] = 1
+        stack.append(node)
+        for dep in graph[node]:
+            if state.get(dep) == 1:
+                loop = stack[stack.index(dep):] + [dep]
+                if frozenset(loop) not in reported and len(loop) > 2:
+                    reported.add(frozenset(loop))
+                    loc = ("experiments", node, "dependencies")
+                    yield Issue(shown, ".".join(loc), f"dependency cycle: {' -> '.join(loop)}", line_of(raw, loc))
+            elif dep not in state:
+                yield from visit(dep)
+        stack.pop()
+        state[node] = 2
+
+    for exp_id in graph:
+        if exp_id not in state:
+            yield from visit(exp_id)

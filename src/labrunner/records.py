@@ -1,0 +1,157 @@
+"""Result and failure records: the files the pipeline's reruns hinge on.
+
+`result.yaml` exists only for a sub that succeeded and is written atomically, so Snakemake never
+sees a half-written target. `failure.yaml` always exists once the pipeline knows the sub:
+
+    status: none       never failed
+    status: running    an attempt started; `last_failure` keeps the failure before it
+    status: failed     the last attempt failed: error, traceback, handler line, hint, metrics
+    status: resolved   a success after earlier failures; `last_failure` keeps the last one
+
+Each attempt rewrites it with new content (run id, times), which is what makes Snakemake rerun a
+failed sub even when nothing else changed. Every final record is also kept under `history/`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import socket
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labrunner.errors import Issue, RecordError
+from labrunner.layout import RunPaths
+from labrunner.redact import redact_data
+from labrunner.yamlio import atomic_write_text, dump_yaml
+
+try:
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+__all__ = [
+    "COMPLETED", "FAILED", "NONE", "RESOLVED", "RUNNING",
+    "checked_text", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record",
+    "write_failure", "write_none", "write_result",
+]
+
+NONE, RUNNING, FAILED, RESOLVED, COMPLETED = "none", "running", "failed", "resolved", "completed"
+_CHECKSUM_PREFIX = "# labrunner-sha256: "
+
+
+def now_iso() -> str:
+    return dt.datetime.now(dt.timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def checked_text(record: dict[str, Any]) -> str:
+    """YAML text ending in a checksum line, so truncation and edits on disk can be detected."""
+    body = dump_yaml(redact_data(record))
+    return f"{body}{_CHECKSUM_PREFIX}{hashlib.sha256(body.encode('utf-8')).hexdigest()}\n"
+
+
+def verify_text(text: str) -> str | None:
+    """None when the text is whole; otherwise what is wrong with it."""
+    body, sep, tail = text.rpartition(_CHECKSUM_PREFIX)
+    if not sep:
+        return "it has no checksum line (truncated, or written by hand)"
+    if hashlib.sha256(body.encode("utf-8")).hexdigest() != tail.strip():
+        return "its checksum does not match (edited or corrupted)"
+    return None
+
+
+def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
+    """Read a record back; RecordError names the file and what is wrong with it."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RecordError.single(path, "", "record not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RecordError.single(path, "", f"record cannot be read: {exc}") from None
+    if verify and text.strip() != "status: none":
+        problem = verify_text(text)
+        if problem:
+            raise RecordError.single(path, "", f"record is damaged: {problem}; delete it and rerun to rebuild it")
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+    except yaml.YAMLError as exc:
+        raise RecordError.single(path, "", f"record is not valid YAML: {exc}") from None
+    if not isinstance(data, dict) or "status" not in data:
+        raise RecordError([Issue(str(path), "status", "record is damaged: expected a mapping with a 'status' key")])
+    return data
+
+
+def read_failure(paths: RunPaths) -> dict[str, Any]:
+    """The failure record, or `status: none` when there is none (or it cannot be read)."""
+    if not paths.failure.exists():
+        return {"status": NONE}
+    try:
+        return read_record(paths.failure)
+    except RecordError as exc:
+        return {"status": NONE, "warning": str(exc)}
+
+
+def write_none(path: Path) -> None:
+    atomic_write_text(Path(path), "status: none\n")
+
+
+def last_failure_of(previous: dict[str, Any]) -> dict[str, Any] | None:
+    """The failure worth keeping from the record an attempt is about to replace."""
+    status = previous.get("status")
+    if status == FAILED:
+        return {key: value for key, value in previous.items() if key != "last_failure"}
+    if status == RUNNING:
+        return {
+            "status": FAILED,
+            "run_id": previous.get("run_id"),
+            "started_at": previous.get("started_at"),
+            "error": {
+                "type": "Lost",
+                "message": (f"the run started at {previous.get('started_at')} on {previous.get('host')} "
+                            f"(pid {previous.get('pid')}) ended without writing a record: it was killed outright "
+                            "(SIGKILL, a lost machine) before it could"),
+                "traceback": None,
+                "handler_line": None,
+                "hint": "nothing to fix in the code if it was a lost machine; see run.log of that run for its last output",
+            },
+        }
+    if status == RESOLVED:
+        return previous.get("last_failure")
+    return None
+
+
+def mark_running(paths: RunPaths, run_id: str, started_at: str, pid: int, backend: str) -> dict[str, Any] | None:
+    """Mark an attempt's start in failure.yaml so that a run killed outright reruns next time.
+    Returns the failure the record held before (kept inside it)."""
+    last = last_failure_of(read_failure(paths))
+    record = {"status": RUNNING, "run_id": run_id, "started_at": started_at, "host": socket.gethostname(),
+              "pid": pid, "backend": backend, "last_failure": last}
+    atomic_write_text(paths.failure, checked_text(record))
+    return last
+
+
+def _history(paths: RunPaths, record: dict[str, Any], kind: str, text: str) -> None:
+    stamp = str(record.get("ended_at") or now_iso()).replace(":", "").replace("+", "p")
+    atomic_write_text(paths.history / f"{stamp}-{record.get('run_id', 'run')}.{kind}.yaml", text)
+
+
+def write_failure(paths: RunPaths, record: dict[str, Any], last_failure: dict[str, Any] | None) -> None:
+    full = {**record, "status": FAILED, "last_failure": last_failure}
+    text = checked_text(full)
+    atomic_write_text(paths.failure, text)
+    _history(paths, record, "failure", checked_text({**record, "status": FAILED}))
+
+
+def write_result(paths: RunPaths, record: dict[str, Any], last_failure: dict[str, Any] | None) -> None:
+    """failure.yaml first, then result.yaml, so the target is never older than its input."""
+    if last_failure is None:
+        write_none(paths.failure)
+    else:
+        atomic_write_text(paths.failure, checked_text({"status": RESOLVED, "run_id": record.get("run_id"),
+                                                       "resolved_at": record.get("ended_at"), "last_failure": last_failure}))
+    text = checked_text({**record, "status": COMPLETED})
+    _history(paths, record, "result", text)
+    atomic_write_text(paths.result, text)

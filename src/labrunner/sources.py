@@ -1,0 +1,191 @@
+"""Static facts about handler files: which functions they define and which local files they import.
+
+Both are read from the syntax tree, never by importing: validating a plan or building the
+Snakemake DAG must not run handler code (which may import torch, touch a GPU, or be broken).
+The local imports become job inputs, so editing a helper module reruns exactly the subs that
+use it.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import keyword
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+__all__ = ["FunctionInfo", "ModuleInfo", "file_sha256", "local_imports", "module_info", "resolve_handler"]
+
+
+@dataclass(frozen=True)
+class FunctionInfo:
+    name: str
+    line: int
+    positional: int
+    required_positional: int
+    required_keyword_only: int
+    takes_varargs: bool
+    is_async: bool
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    functions: dict[str, FunctionInfo]
+    imports: tuple[tuple[int, str, tuple[str, ...]], ...]  # (relative level, module, imported names)
+    syntax_error: str | None = None
+
+
+@lru_cache(maxsize=4096)
+def _parse(path: Path, mtime_ns: int) -> ModuleInfo:
+    del mtime_ns  # part of the cache key only: an edited file is parsed again
+    try:
+        tree = ast.parse(path.read_bytes(), filename=str(path))
+    except SyntaxError as exc:
+        return ModuleInfo({}, (), f"syntax error at line {exc.lineno}: {exc.msg}")
+    functions: dict[str, FunctionInfo] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = node.args
+            positional = len(args.posonlyargs) + len(args.args)
+            functions[node.name] = FunctionInfo(
+                name=node.name,
+                line=node.lineno,
+                positional=positional,
+                required_positional=positional - len(args.defaults),
+                required_keyword_only=sum(default is None for default in args.kw_defaults),
+                takes_varargs=args.vararg is not None,
+                is_async=isinstance(node, ast.AsyncFunctionDef),
+            )
+    imports: list[tuple[int, str, tuple[str, ...]]] = []
+    for node in ast.walk(tree):  # imports inside functions count: handlers import lazily
+        if isinstance(node, ast.Import):
+            imports.extend((0, alias.name, ()) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            imports.append((node.level, node.module or "", tuple(alias.name for alias in node.names)))
+    return ModuleInfo(functions, tuple(imports))
+
+
+def module_info(path: Path) -> ModuleInfo:
+    path = Path(path).resolve()
+    return _parse(path, path.stat().st_mtime_ns)
+
+
+def default_function_names(sub_id: str) -> list[str]:
+    """A sub's handler is the function named like the sub id, else `run`."""
+    names = [sub_id] if sub_id.isidentifier() and not keyword.iskeyword(sub_id) else []
+    return names + ["run"]
+
+
+def resolve_handler(root: Path, handlers_dir: Path, sub_id: str, setting: str | None,
+                    check: bool) -> tuple[Path, str, list[str]]:
+    """Find a sub's handler file (relative to root) and function; list what is wrong with it.
+
+    `setting` is the plan's `handler:` value: "path.py::function", "path.py" or "function".
+    """
+    file_part, function = None, None
+    if setting:
+        if "::" in setting:
+            file_part, function = setting.split("::", 1)
+        elif setting.endswith(".py"):
+            file_part = setting
+        else:
+            function = setting
+    relative = Path(file_part) if file_part else handlers_dir / f"{sub_id}.py"
+    if file_part and not (root / relative).exists() and (root / handlers_dir / relative).exists():
+        relative = handlers_dir / relative  # a bare file name means one in the handlers folder
+    candidates = [function] if function else default_function_names(sub_id)
+    if not check:
+        return relative, candidates[0], []
+    path = root / relative
+    if not path.is_file():
+        return relative, candidates[0], [_missing_file(relative, root, candidates)]
+    info = module_info(path)
+    if info.syntax_error:
+        return relative, candidates[0], [f"handler file {relative} has a {info.syntax_error}"]
+    found = next((name for name in candidates if name in info.functions), None)
+    if found is None:
+        defined = ", ".join(sorted(info.functions)) or "no functions"
+        wanted = " or ".join(repr(name) for name in candidates)
+        return relative, candidates[0], [f"{relative} defines no function {wanted}; it defines: {defined}"]
+    return relative, found, _signature_problems(info.functions[found], relative)
+
+
+def _missing_file(relative: Path, root: Path, candidates: list[str]) -> str:
+    folder = root / relative.parent
+    message = f"handler file {relative} not found (expected a function {' or '.join(candidates)} in it)"
+    if folder.is_dir():
+        present = sorted(p.name for p in folder.glob("*.py"))
+        if present:
+            message += f"; {relative.parent} has: {', '.join(present)}"
+    else:
+        message += f"; the folder {relative.parent} does not exist"
+    return message
+
+
+def _signature_problems(function: FunctionInfo, relative: Path) -> list[str]:
+    where = f"handler {function.name} ({relative}:{function.line})"
+    if function.is_async:
+        return [f"{where} is async; expected a plain function"]
+    accepts_one = function.positional >= 1 or function.takes_varargs
+    if function.required_positional > 1 or function.required_keyword_only or not accepts_one:
+        count = function.required_positional + function.required_keyword_only
+        return [f"{where} must take one argument (the ExperimentRunner); it requires {count}"]
+    return []
+
+
+def local_imports(handler: Path, root: Path) -> list[Path]:
+    """Project files a handler imports, directly or through other project files (sorted)."""
+    root = root.resolve()
+    seen: set[Path] = set()
+    pending = [Path(handler).resolve()]
+    while pending:
+        current = pending.pop()
+        if not current.is_file():
+            continue
+        info = module_info(current)
+        for level, module, names in info.imports:
+            for found in _module_files(current, root, level, module, names):
+                if found not in seen and found != Path(handler).resolve():
+                    seen.add(found)
+                    pending.append(found)
+    return sorted(seen)
+
+
+def _module_files(importer: Path, root: Path, level: int, module: str, names: tuple[str, ...]) -> list[Path]:
+    if level:
+        bases = [importer.parents[level - 1]]
+    else:
+        bases = [importer.parent, root]
+    parts = module.split(".") if module else []
+    found: list[Path] = []
+    for base in bases:
+        for candidate in _candidates(base, parts, names):
+            resolved = candidate.resolve()
+            if resolved.is_file() and resolved.is_relative_to(root) and not _is_environment(resolved, root):
+                found.append(resolved)
+        if found:
+            break  # Python takes the first folder on the path that has the module
+    return found
+
+
+def _candidates(base: Path, parts: list[str], names: tuple[str, ...]) -> list[Path]:
+    candidates = []
+    # package __init__ files along the way run on import too
+    for depth in range(1, len(parts) + 1):
+        candidates.append(base.joinpath(*parts[:depth], "__init__.py"))
+    if parts:
+        candidates.append(base.joinpath(*parts[:-1], parts[-1] + ".py"))
+    for name in names:  # `from pkg import mod` may name a submodule
+        candidates.append(base.joinpath(*parts, name + ".py"))
+        candidates.append(base.joinpath(*parts, name, "__init__.py"))
+    return candidates
+
+
+def _is_environment(path: Path, root: Path) -> bool:
+    relative = path.relative_to(root).parts
+    return any(part in (".venv", "venv", "site-packages", ".snakemake", "node_modules") for part in relative)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,175 @@
+"""YAML in and out: safe loading that remembers lines and rejects duplicate keys, atomic writes.
+
+Plans are written by hand, so a duplicate key (which PyYAML silently resolves to the last value)
+is an error, and every mapping remembers the line of each key so that validation errors can
+point at it. Records are written by the pipeline and must never be seen half-written, so every
+write goes to a temporary file in the same folder and is renamed over the target.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from labrunner.errors import InputError, Issue
+
+try:  # the C loader/dumper are 5-10x faster; fall back where libyaml is missing
+    from yaml import CSafeDumper as _Dumper
+except ImportError:  # pragma: no cover - depends on how PyYAML was built
+    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
+
+__all__ = ["YamlMap", "atomic_write_text", "dump_yaml", "line_of", "load_yaml", "write_yaml"]
+
+
+class YamlMap(dict):  # type: ignore[type-arg]
+    """A dict that knows the 1-based line of itself and of each of its keys."""
+
+    line: int | None = None
+    key_lines: dict[Any, int]
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that builds YamlMaps and refuses duplicate keys."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> YamlMap:  # type: ignore[override]
+        self.flatten_mapping(node)
+        mapping = YamlMap()
+        mapping.line = node.start_mark.line + 1
+        mapping.key_lines = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool)) and key is not None:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    "found a key that is not a plain value", key_node.start_mark,
+                )
+            if key in mapping:
+                first = mapping.key_lines[key]
+                raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+            mapping[key] = self.construct_object(value_node, deep=deep)
+            mapping.key_lines[key] = key_node.start_mark.line + 1
+        return mapping
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
+# YAML 1.1 reads `1e-4` (no dot) as a string; people mean the number, as YAML 1.2 says.
+_LineLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: Any, first_line: int, line: int) -> None:
+        self.key, self.first_line, self.line = key, first_line, line
+
+
+def load_yaml(path: Path, error: type[InputError] = InputError) -> Any:
+    """Load a YAML file safely; raise `error` naming the file and line for anything wrong."""
+    shown = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise error.single(shown, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error.single(shown, "", f"cannot be read: {exc}") from None
+    return parse_yaml(text, shown, error)
+
+
+def parse_yaml(text: str, shown: str, error: type[InputError] = InputError) -> Any:
+    """Parse YAML text that came from the file named `shown` (used in messages only)."""
+    try:
+        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+    except _DuplicateKey as dup:
+        raise error([Issue(shown, str(dup.key), f"duplicate key (first defined on line {dup.first_line})", dup.line)]) from None
+    except yaml.constructor.ConstructorError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        problem = exc.problem or "unsupported YAML"
+        if "could not determine a constructor" in problem:
+            problem += " (plans and records are loaded safely: Python tags are not allowed)"
+        raise error([Issue(shown, "", problem, line)]) from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        problem = getattr(exc, "problem", None) or str(exc)
+        context = getattr(exc, "context", None)
+        message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
+        raise error([Issue(shown, "", message, line)]) from None
+
+
+def line_of(data: Any, path: tuple[Any, ...]) -> int | None:
+    """The line of the deepest key along `path` that the loaded data still knows."""
+    line = getattr(data, "line", None)
+    node = data
+    for key in path:
+        if isinstance(node, YamlMap) and key in node:
+            line = node.key_lines.get(key, line)
+            node = node[key]
+        elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            node = node[key]
+            line = getattr(node, "line", line)
+        else:
+            break
+    return line
+
+
+def _represent_float(dumper: yaml.SafeDumper, value: float) -> yaml.ScalarNode:
+    # PyYAML writes 1e-05 as "1e-05", which YAML 1.1 loaders read back as a string.
+    if math.isnan(value):
+        text = ".nan"
+    elif math.isinf(value):
+        text = ".inf" if value > 0 else "-.inf"
+    else:
+        text = repr(value)
+        if "e" in text and "." not in text.split("e")[0]:
+            mantissa, exponent = text.split("e")
+            text = f"{mantissa}.0e{exponent}"
+    return dumper.represent_scalar("tag:yaml.org,2002:float", text)
+
+
+class _RecordDumper(_Dumper):  # type: ignore[misc, valid-type]
+    """Dumps plain data; keeps key order; long strings (tracebacks) as literal blocks."""
+
+
+def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value and not any(c in value for c in "\t\r") else None
+    if style and any(line != line.rstrip() for line in value.splitlines()):
+        style = None  # literal blocks cannot hold trailing spaces faithfully
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_RecordDumper.add_representer(float, _represent_float)
+_RecordDumper.add_representer(str, _represent_str)
+_RecordDumper.add_representer(YamlMap, _RecordDumper.represent_dict)
+
+
+def dump_yaml(data: Mapping[str, Any] | list[Any]) -> str:
+    return yaml.dump(data, Dumper=_RecordDumper, sort_keys=False, allow_unicode=True, width=100)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` so that readers see the old file or the whole new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_yaml(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
+    atomic_write_text(path, dump_yaml(data))
