@@ -27,6 +27,7 @@ _EXPORTS: dict[str, str] = {
     "PlanError": "labrunner.errors",
     "RecordError": "labrunner.errors",
     "ConfigError": "labrunner.errors",
+    "FindingsError": "labrunner.errors",
     "HandlerError": "labrunner.errors",
     "HandlerReturnError": "labrunner.errors",
     "MetricError": "labrunner.errors",
@@ -52,7 +53,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from labrunner.errors import (
-        ArtifactError, BackendError, ConfigError, HandlerError, HandlerReturnError, InputError,
+        ArtifactError, BackendError, ConfigError, FindingsError, HandlerError, HandlerReturnError, InputError,
         LabrunnerError, MetricError, PlanError, RecordError,
     )
     from labrunner.execution import Backend, LocalBackend, SubRun, run_sub

@@ -5,6 +5,7 @@
     │   │                            problem with its file, key path and line
     │   ├── PlanError                research_plan.yaml, or a handler file it names, is invalid
     │   ├── RecordError              a result or failure record on disk is unreadable or corrupt
+    │   ├── FindingsError            a FINDINGS.md has broken labrunner markers
     │   └── ConfigError              a `--config` value or a target on the command line is invalid
     ├── HandlerError                 a handler used the runner API wrongly
     │   ├── HandlerReturnError       ...returned a value of the wrong shape
@@ -26,6 +27,7 @@ __all__ = [
     "ArtifactError",
     "BackendError",
     "ConfigError",
+    "FindingsError",
     "HandlerError",
     "HandlerReturnError",
     "InputError",
@@ -79,6 +81,11 @@ class PlanError(InputError):
 
 class RecordError(InputError):
     """Raised when a result or failure record on disk cannot be read back (truncated, edited)."""
+
+
+class FindingsError(InputError):
+    """Raised when a FINDINGS.md has unpaired, nested or repeated labrunner markers; the file is
+    left untouched, since regenerating around broken markers could overwrite a person's text."""
 
 
 class ConfigError(InputError):

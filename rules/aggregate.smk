@@ -1,0 +1,67 @@
+# Aggregates: per experiment results.yaml, metric tables and plot; gates; FINDINGS.md files.
+# Each takes every sub's failure record as an input (see rules/run.smk), and the plan, so that
+# edited criteria rebuild the verdicts without rerunning any sub.
+FINDINGS_DIR = PIPELINE.findings_dir
+
+
+rule aggregate_experiment:
+    input:
+        records=get_experiment_records,
+        plan=PIPELINE.plan_file,
+    output:
+        results=f"{RESULTS}/{{exp}}/results.yaml",
+        table_md=f"{RESULTS}/{{exp}}/metrics.md",
+        table_csv=f"{RESULTS}/{{exp}}/metrics.csv",
+        plot=f"{RESULTS}/{{exp}}/criteria.png",
+    params:
+        stub=is_stub,
+    log:
+        f"{RESULTS}/{{exp}}/aggregate.log",
+    localrule: True
+    script:
+        "../scripts/aggregate_experiment.py"
+
+
+rule gates:
+    input:
+        results=get_gated_experiment_results,
+        plan=PIPELINE.plan_file,
+    output:
+        PIPELINE.gates_file,
+    params:
+        stub=is_stub,
+    log:
+        f"{RESULTS}/gates.log",
+    localrule: True
+    script:
+        "../scripts/gates.py"
+
+
+rule experiment_findings:
+    input:
+        results=get_experiment_results,
+    output:
+        # update(): the file holds the researcher's text; Snakemake must not delete it first
+        update(f"{FINDINGS_DIR}/experiments/{{exp}}/FINDINGS.md"),
+    log:
+        f"{RESULTS}/{{exp}}/findings.log",
+    localrule: True
+    script:
+        "../scripts/experiment_findings.py"
+
+
+rule project_findings:
+    input:
+        results=get_all_experiment_results,
+        findings=get_all_experiment_findings,
+        gates=PIPELINE.gates_file,
+        plan=PIPELINE.plan_file,
+    output:
+        update(PIPELINE.project_findings),
+    params:
+        stub=is_stub,
+    log:
+        f"{RESULTS}/findings.log",
+    localrule: True
+    script:
+        "../scripts/project_findings.py"

@@ -1,0 +1,7 @@
+"""Rule aggregate_experiment: results.yaml, metric tables and the criteria plot of one experiment."""
+from labrunner import steps
+
+with steps.logged(snakemake.log[0]):
+    steps.aggregate_experiment(snakemake.input.plan, snakemake.wildcards.exp, snakemake.params.stub,
+                               snakemake.output.results, snakemake.output.table_md, snakemake.output.table_csv,
+                               snakemake.output.plot)

@@ -1,0 +1,408 @@
+"""FINDINGS.md: generated blocks inside a document that belongs to the researcher.
+
+Generated text sits between `<!-- labrunner:begin NAME -->` and `<!-- labrunner:end NAME -->`.
+Regeneration replaces what is between each pair and nothing else: every byte outside the
+markers (line endings included) is the researcher's and stays as it was. A block the
+researcher deleted is not brought back. The first version of a file is a full write-up
+skeleton, with prompts in the parts only a person can write.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from labrunner.errors import FindingsError, Issue
+from labrunner.yamlio import atomic_write_text
+
+__all__ = ["merge_blocks", "render_experiment_findings", "render_project_findings", "write_findings"]
+
+_MARKER = re.compile(r"<!-- labrunner:(?P<kind>begin|end) (?P<name>[A-Za-z0-9_-]+) -->")
+_LEVEL_MARK = {"target met": "✅", "acceptable": "☑️", "below acceptable": "⚠️", "failure": "❌",
+               "not measured": "❔", "invalid": "⛔"}
+_STATUS_MARK = {"completed": "✅", "failed": "❌", "pending": "⏳", "running": "⏳", "skipped": "⏭️",
+                "damaged": "⛔", "passed": "✅"}
+
+
+@dataclass(frozen=True)
+class Document:
+    """A FINDINGS file: its block names, and the template used when it does not exist yet."""
+
+    title: str
+    blocks: dict[str, str]  # name -> generated content
+    template: Sequence[str | tuple[str, str]]  # literal text, or ("block", name)
+
+
+def _block(name: str, content: str) -> str:
+    return f"<!-- labrunner:begin {name} -->\n{content.rstrip()}\n<!-- labrunner:end {name} -->"
+
+
+def _spans(text: str, path: str) -> list[tuple[str, int, int]]:
+    """(name, start of content, end of content) for every block; FindingsError if malformed."""
+    spans, open_name, open_end, seen = [], None, 0, set()
+    for match in _MARKER.finditer(text):
+        line = text.count("\n", 0, match.start()) + 1
+        kind, name = match["kind"], match["name"]
+        if kind == "begin":
+            if open_name is not None:
+                raise FindingsError([Issue(path, name, f"block {name!r} begins inside block {open_name!r}; "
+                                           f"add <!-- labrunner:end {open_name} --> before it", line)])
+            if name in seen:
+                raise FindingsError([Issue(path, name, f"block {name!r} appears twice; delete one of them", line)])
+            open_name, open_end = name, match.end()
+        else:
+            if open_name != name:
+                raise FindingsError([Issue(path, name, f"end marker of {name!r} without its begin marker", line)])
+            spans.append((name, open_end, match.start()))
+            seen.add(name)
+            open_name = None
+    if open_name is not None:
+        raise FindingsError([Issue(path, open_name, f"block {open_name!r} has no end marker "
+                                   f"(<!-- labrunner:end {open_name} -->)", None)])
+    return spans
+
+
+def merge_blocks(existing: str, blocks: Mapping[str, str], path: str = "FINDINGS.md") -> str:
+    """Replace the content of each known block in `existing`; leave every other byte alone."""
+    newline = "\r\n" if "\r\n" in existing else "\n"
+    pieces, cursor = [], 0
+    for name, start, end in _spans(existing, path):
+        if name not in blocks:
+            continue
+        pieces.append(existing[cursor:start])
+        pieces.append(newline + blocks[name].rstrip().replace("\n", newline) + newline)
+        cursor = end
+    pieces.append(existing[cursor:])
+    return "".join(pieces)
+
+
+def _first_version(document: Document) -> str:
+    parts = []
+    for item in document.template:
+        if isinstance(item, tuple):
+            parts.append(_block(item[1], document.blocks[item[1]]))
+        else:
+            parts.append(item.rstrip("\n"))
+    return "\n\n".join(parts) + "\n"
+
+
+def write_findings(path: Path, document: Document) -> None:
+    """Create the file from its template, or regenerate its blocks in place."""
+    path = Path(path)
+    if path.exists():
+        with path.open("r", encoding="utf-8", newline="") as handle:
+            existing = handle.read()
+        text = merge_blocks(existing, document.blocks, str(path))
+        if text == existing:
+            return
+    else:
+        text = _first_version(document)
+    atomic_write_text_exact(path, text)
+
+
+def atomic_write_text_exact(path: Path, text: str) -> None:
+    """Write without newline translation, so CRLF files stay CRLF."""
+    if "\r\n" not in text:
+        atomic_write_text(path, text)
+        return
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
+
+
+# --- formatting helpers -------------------------------------------------------------------------
+
+def _num(value: Any) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _link(target: str, findings_path: Path, root: Path, label: str | None = None) -> str:
+    relative = os.path.relpath(root / target, (root / findings_path).parent)
+    return f"[{label or Path(target).name}]({Path(relative).as_posix()})"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _tier(crit: Mapping[str, Any], tier: str) -> str:
+    value = crit.get(tier)
+    if value is None:
+        return "—"
+    higher = crit.get("direction") == "higher"
+    sign = ("≤ " if higher else "≥ ") if tier == "failure" else ("≥ " if higher else "≤ ")
+    return sign + _num(value)
+
+
+def _stub_banner(stub: bool) -> str:
+    return ("**STUB RUN** — tiny settings (stub_params) to check the pipeline end to end; "
+            "the numbers below mean nothing.\n\n") if stub else ""
+
+
+# --- one experiment -----------------------------------------------------------------------------
+
+def _status_block(results: Mapping[str, Any], results_file: str) -> str:
+    assessment = results.get("assessment") or {}
+    status = results["status"]
+    line = f"**Status:** {_STATUS_MARK.get(status, '')} {status}"
+    if assessment.get("recommendation"):
+        line += f" · **Recommendation:** {assessment['recommendation']}"
+    if assessment.get("confidence"):
+        line += f" · **Confidence:** {assessment['confidence']}"
+    counts = results.get("counts") or {}
+    total = sum(counts.get(key, 0) for key in counts if key != "skipped")
+    tally = f"{counts.get('completed', 0)} of {total} sub-experiments completed"
+    if counts.get("failed"):
+        tally += f", {counts['failed']} failed"
+    if counts.get("skipped"):
+        tally += f", {counts['skipped']} skipped"
+    lines = [_stub_banner(bool(results.get("stub"))) + line, "", tally + "."]
+    reasons = assessment.get("reasons") or []
+    if reasons and assessment.get("recommendation") != "proceed":
+        lines += ["", "Why:"] + [f"- {reason}" for reason in reasons]
+    borderline = assessment.get("borderline") or []
+    if borderline:
+        lines += ["", f"**Borderline, for human review:** {', '.join(borderline)}."]
+    lines += ["", f"_Generated by labrunner from `{results_file}` at {results.get('generated_at', '')}._"]
+    return "\n".join(lines)
+
+
+def _key_metrics_block(results: Mapping[str, Any]) -> str:
+    criteria = results.get("criteria") or {}
+    if not criteria:
+        return "No success criteria in the plan: add `success_criteria` to this experiment to get verdicts."
+    lines = ["| Metric | Value | Target | Acceptable | Failure | Result |", "|---|---|---|---|---|---|"]
+    sentences = []
+    for metric, crit in criteria.items():
+        verdict = (results.get("verdicts") or {}).get(metric) or {}
+        level = verdict.get("level", "not measured")
+        value = _num(verdict.get("value")) if verdict.get("value") is not None else "—"
+        detail = [part for part in (verdict.get("source_sub"),
+                                    f"{verdict['n_seeds']} seeds" if verdict.get("n_seeds", 0) > 1 else None) if part]
+        if detail:
+            value += f" ({', '.join(detail)})"
+        result = f"{_LEVEL_MARK.get(level, '')} {level}" + (" (borderline)" if verdict.get("borderline") else "")
+        lines.append(f"| {_cell(metric)} | {_cell(value)} | {_tier(crit, 'target')} | {_tier(crit, 'acceptable')} "
+                     f"| {_tier(crit, 'failure')} | {result} |")
+        if verdict.get("sentence"):
+            sentences.append(f"- {verdict['sentence']}.")
+    return "\n".join(lines + [""] + sentences)
+
+
+def _runs_of(sub: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    return list(sub.get("seeds") or [sub])
+
+
+def _sub_block(results: Mapping[str, Any], findings_path: Path, root: Path) -> str:
+    parts = []
+    for sub_id, sub in (results.get("subs") or {}).items():
+        status = sub["status"]
+        runs = _runs_of(sub)
+        seeds = f", {len(runs)} seeds" if sub.get("seeds") else ""
+        title = f"### {sub_id}" + (f" — {sub['name']}" if sub.get("name") and sub["name"] != sub_id else "")
+        lines = [f"{title}", "", f"{_STATUS_MARK.get(status, '')} **{status}**{seeds}"]
+        if status == "skipped":
+            lines[-1] += f": {sub.get('skip_reason')}"
+            parts.append("\n".join(lines))
+            continue
+        for run in runs:
+            prefix = f"seed {run.get('seed')}: " if sub.get("seeds") else ""
+            if run.get("finding"):
+                lines.append(f"\n> {prefix}{run['finding']}")
+            if run.get("error"):
+                error = run["error"]
+                where = error.get("handler_line") or {}
+                at = f" at `{where.get('file')}:{where.get('line')}`" if where else ""
+                lines.append(f"\n> {prefix}**failed**: {error.get('type')}: {error.get('message')}{at}")
+                if error.get("hint"):
+                    lines.append(f"> hint: {error['hint']}")
+            if run.get("last_failure"):
+                last = run["last_failure"]
+                lines.append(f"\n_{prefix}an earlier attempt failed ({last.get('type')}: {last.get('message')}); since resolved._")
+        metrics = sub.get("metrics") or {}
+        if metrics:
+            if sub.get("seeds"):
+                lines += ["", "| Metric | Mean | Per seed |", "|---|---|---|"]
+                for name, mean in metrics.items():
+                    per_seed = ", ".join(_num((run.get("metrics") or {}).get(name)) for run in runs)
+                    lines.append(f"| {_cell(name)} | {_num(mean)} | {per_seed} |")
+            else:
+                lines += ["", "| Metric | Value |", "|---|---|"] + [f"| {_cell(k)} | {_num(v)} |" for k, v in metrics.items()]
+        artifacts = [path for run in runs for path in run.get("artifacts") or []]
+        if artifacts:
+            lines += ["", "Artifacts: " + ", ".join(_link(path, findings_path, root) for path in artifacts)]
+        wandb_links = [_wandb_text(run, root) for run in runs if (run.get("wandb") or {}).get("mode") not in (None, "disabled")]
+        if wandb_links:
+            lines += ["", "W&B: " + "; ".join(wandb_links)]
+            if any("offline" in link for link in wandb_links):
+                lines.append("(offline runs upload with `wandb sync <path>`)")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts) if parts else "No sub-experiments."
+
+
+def _wandb_text(run: Mapping[str, Any], root: Path) -> str:
+    info = run.get("wandb") or {}
+    label = f"seed {run.get('seed')}" if run.get("seed") is not None else "run"
+    if info.get("url"):
+        return f"[{label}]({info['url']})"
+    if info.get("path"):
+        path = info["path"]
+        shown = os.path.relpath(path, root) if os.path.isabs(path) else path
+        return f"{label}: offline `{shown}`"
+    return f"{label}: {info.get('mode')} run {info.get('id', '')}".strip()
+
+
+def _confidence_block(results: Mapping[str, Any]) -> str:
+    verdicts = results.get("verdicts") or {}
+    if not verdicts:
+        return "No criteria, so no confidence assessment."
+    overall = (results.get("assessment") or {}).get("confidence") or "not assessed"
+    lines = [f"Overall: **{overall}** (the weakest criterion's).", ""]
+    for metric, verdict in verdicts.items():
+        confidence = verdict.get("confidence") or "n/a"
+        ci = verdict.get("ci95")
+        basis = (f"mean of {verdict['n_seeds']} seeds, 95% CI {_num(ci[0])}–{_num(ci[1])}" if ci
+                 else "single run, no interval" if verdict.get("n_seeds") == 1 else verdict.get("level", ""))
+        lines.append(f"- {metric}: {confidence} ({basis})")
+        lines += [f"  - {note}" for note in verdict.get("notes") or []]
+    return "\n".join(lines)
+
+
+def _plots_block(results: Mapping[str, Any], findings_path: Path, root: Path) -> str:
+    lines = []
+    if results.get("plot"):
+        lines.append(f"![criteria]({Path(os.path.relpath(root / results['plot'], (root / findings_path).parent)).as_posix()})")
+    for sub_id, sub in (results.get("subs") or {}).items():
+        images = [path for path in (_runs_of(sub)[0].get("artifacts") or []) if path.lower().endswith((".png", ".svg", ".jpg"))]
+        for image in images:
+            relative = Path(os.path.relpath(root / image, (root / findings_path).parent)).as_posix()
+            lines.append(f"![{sub_id}: {Path(image).name}]({relative})")
+    return "\n\n".join(lines) if lines else "No plots."
+
+
+def _appendix_block(results: Mapping[str, Any], results_file: str) -> str:
+    lines = [f"Full record: `{results_file}`; per-run records under each sub's folder.", "",
+             "| Sub | Seed | Params | Backend | Device | Duration | Attempts | W&B |", "|---|---|---|---|---|---|---|---|"]
+    for sub_id, sub in (results.get("subs") or {}).items():
+        if sub["status"] == "skipped":
+            continue
+        params = ", ".join(f"{k}={v}" for k, v in (sub.get("params") or {}).items())
+        for run in _runs_of(sub):
+            wandb = run.get("wandb") or {}
+            tracked = wandb.get("url") or (f"{wandb.get('mode')} {wandb.get('id', '')}".strip() if wandb else "")
+            duration = f"{run['duration_s']:.1f}s" if isinstance(run.get("duration_s"), (int, float)) else ""
+            lines.append(f"| {sub_id} | {_num(run.get('seed'))} | {_cell(params)} | {run.get('backend') or ''} "
+                         f"| {run.get('device') or ''} | {duration} | {_num(run.get('attempts'))} | {_cell(tracked)} |")
+    return "\n".join(lines)
+
+
+def render_experiment_findings(results: Mapping[str, Any], findings_path: Path, root: Path,
+                               results_file: str) -> Document:
+    """The experiment FINDINGS document for one results.yaml."""
+    title = results.get("name") or results["experiment"]
+    blocks = {
+        "status": _status_block(results, results_file),
+        "key-metrics": _key_metrics_block(results),
+        "sub-results": _sub_block(results, findings_path, root),
+        "confidence": _confidence_block(results),
+        "plots": _plots_block(results, findings_path, root),
+        "appendix": _appendix_block(results, results_file),
+    }
+    prompt = "> **To write:** "
+    template: list[str | tuple[str, str]] = [
+        f"# {title} — findings",
+        ("block", "status"),
+        "## Summary\n\n" + prompt + "two or three sentences: what was tested, what was found, and what it means "
+        "for the hypothesis. Everything outside the `labrunner` markers is yours and is kept as written.",
+        "## Key metrics",
+        ("block", "key-metrics"),
+        "## Results by sub-experiment",
+        ("block", "sub-results"),
+        "## Analysis\n\n" + prompt + "why the numbers came out this way; surprises; what the plots show.",
+        "## Implications\n\n" + prompt + "what this changes in the plan: which claims hold, which experiments "
+        "to run or drop next.",
+        "## Confidence",
+        ("block", "confidence"),
+        prompt + "what could make these results wrong (data, seeds, leakage, tuning on the test set).",
+        "## Plots",
+        ("block", "plots"),
+        "## Next steps\n\n" + prompt + "concrete next runs, with the sub-experiments to add to the plan.",
+        "## Appendix: configuration and runs",
+        ("block", "appendix"),
+    ]
+    return Document(title=title, blocks=blocks, template=template)
+
+
+# --- the project --------------------------------------------------------------------------------
+
+def _key_result(results: Mapping[str, Any]) -> str:
+    for metric, verdict in (results.get("verdicts") or {}).items():
+        if verdict.get("value") is not None:
+            return f"{metric} {_num(verdict['value'])}: {verdict.get('level')}"
+    return "—"
+
+
+def render_project_findings(project: Mapping[str, Any], experiments: Mapping[str, Mapping[str, Any]],
+                            gates: Mapping[str, Mapping[str, Any]], findings_paths: Mapping[str, str],
+                            findings_path: Path, root: Path, stub: bool, generated_at: str) -> Document:
+    """The project FINDINGS document: the experiments table and gate progress."""
+    name = project.get("name") or root.name
+    done = sum(1 for results in experiments.values() if results.get("status") == "completed")
+    gate_counts = {status: sum(1 for gate in gates.values() if gate.get("status") == status)
+                   for status in ("passed", "failed", "pending")}
+    status_lines = [_stub_banner(stub).rstrip()] if stub else []
+    if project.get("hypothesis"):
+        status_lines.append(f"**Hypothesis:** {project['hypothesis']}")
+    status_lines.append(f"**Progress:** {done} of {len(experiments)} experiments completed; gates: "
+                        + ", ".join(f"{count} {status}" for status, count in gate_counts.items()) + ".")
+    status_lines.append(f"_Generated by labrunner at {generated_at}._")
+    table = ["| Experiment | Type | Phase | Status | Sub-experiments | Recommendation | Key result |",
+             "|---|---|---|---|---|---|---|"]
+    for exp_id, results in experiments.items():
+        counts = results.get("counts") or {}
+        total = sum(value for key, value in counts.items() if key != "skipped")
+        subs = f"{counts.get('completed', 0)}/{total}" + (f" ({counts['skipped']} skipped)" if counts.get("skipped") else "")
+        link = _link(findings_paths[exp_id], findings_path, root, results.get("name") or exp_id)
+        recommendation = (results.get("assessment") or {}).get("recommendation") or "—"
+        table.append(f"| {link} | {results.get('type') or ''} | {_num(results.get('phase'))} "
+                     f"| {_STATUS_MARK.get(results['status'], '')} {results['status']} | {subs} | {recommendation} "
+                     f"| {_cell(_key_result(results))} |")
+    gate_table = ["| Gate | Experiments | Status | Blocked by | Unlocks |", "|---|---|---|---|---|"] if gates else []
+    for gate_id, gate in gates.items():
+        blockers = "; ".join(gate.get("blockers") or []) or "—"
+        gate_table.append(f"| {_cell(gate.get('name') or gate_id)} | {', '.join(gate.get('experiments') or [])} "
+                          f"| {_STATUS_MARK.get(gate['status'], '')} {gate['status']} | {_cell(blockers)} "
+                          f"| {_cell(gate.get('unlocks') or '')} |")
+    blocks = {
+        "status": "\n\n".join(line for line in status_lines if line),
+        "experiments": "\n".join(table),
+        "gates": "\n".join(gate_table) if gate_table else "No gates in the plan.",
+    }
+    prompt = "> **To write:** "
+    template: list[str | tuple[str, str]] = [
+        f"# {name} — findings",
+        ("block", "status"),
+        "## Summary\n\n" + prompt + "where the project stands, in a paragraph. Everything outside the "
+        "`labrunner` markers is yours and is kept as written.",
+        "## Experiments",
+        ("block", "experiments"),
+        "## Gates",
+        ("block", "gates"),
+        "## Decisions\n\n" + prompt + "what was decided at each gate, and why.",
+        "## Next steps\n\n" + prompt + "what to run next.",
+    ]
+    return Document(title=name, blocks=blocks, template=template)

@@ -1,0 +1,70 @@
+"""The library calls behind the aggregate rules: one function per rule, plain arguments.
+
+The scripts in scripts/ read `snakemake.input/params/output` and call one of these; keeping the
+logic here makes it testable without Snakemake and keeps the scripts free of logic.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import traceback
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from labrunner import layout
+from labrunner.aggregate import load_results, write_experiment_outputs, write_gates
+from labrunner.findings import render_experiment_findings, render_project_findings, write_findings
+from labrunner.plan import load_plan
+from labrunner.records import now_iso
+
+__all__ = ["aggregate_experiment", "experiment_findings", "gates", "logged", "project_findings"]
+
+
+@contextlib.contextmanager
+def logged(log_path: str | Path) -> Iterator[None]:
+    """Send a step's output, and its traceback if it fails, to the rule's log file."""
+    Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        try:
+            yield
+        except BaseException:
+            traceback.print_exc(file=log)
+            log.flush()
+            print(f"labrunner: step failed, see {log_path}:\n{traceback.format_exc(limit=1)}", file=sys.__stderr__)
+            raise
+
+
+def aggregate_experiment(plan_path: str, experiment_id: str, stub: bool, results: str, table_md: str,
+                         table_csv: str, plot: str) -> None:
+    plan = load_plan(Path(plan_path), check_handlers=False)
+    data = write_experiment_outputs(plan, experiment_id, stub, Path(results), Path(table_md), Path(table_csv), Path(plot))
+    print(f"{experiment_id}: {data['status']}, recommendation {data['assessment'].get('recommendation')}")
+
+
+def gates(plan_path: str, stub: bool, results_files: Sequence[str], output: str) -> None:
+    plan = load_plan(Path(plan_path), check_handlers=False)
+    data = write_gates(plan, stub, [Path(p) for p in results_files], Path(output))
+    for gate_id, gate in data["gates"].items():
+        print(f"{gate_id}: {gate['status']}")
+
+
+def experiment_findings(results_file: str, output: str) -> None:
+    results = load_results([Path(results_file)])
+    (experiment_id, data), = results.items()
+    root = Path.cwd()
+    write_findings(Path(output), render_experiment_findings(data, Path(output), root, results_file))
+    print(f"{experiment_id}: wrote {output}")
+
+
+def project_findings(plan_path: str, stub: bool, results_files: Sequence[str], gates_file: str, output: str) -> None:
+    plan = load_plan(Path(plan_path), check_handlers=False)
+    experiments = load_results([Path(p) for p in results_files])
+    from labrunner.yamlio import load_yaml
+
+    gate_data = (load_yaml(Path(gates_file)) or {}).get("gates", {})
+    paths = {exp_id: layout.experiment_findings_path(exp_id, stub).as_posix() for exp_id in experiments}
+    document = render_project_findings(plan.model.project.model_dump(exclude_none=True), experiments, gate_data, paths,
+                                       Path(output), Path.cwd(), stub, now_iso())
+    write_findings(Path(output), document)
+    print(f"wrote {output}")

@@ -1,0 +1,212 @@
+"""The plan as Snakemake sees it: targets, job inputs, params and arguments.
+
+`rules/common.smk` builds one `Pipeline` from `--config` and names one input function after each
+method here. Everything a rule needs is computed from the validated plan at DAG-building time,
+without importing handler code, and cached: a dry run of a thousand subs must stay cheap.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from labrunner import layout, sources
+from labrunner.errors import ConfigError, Issue
+from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
+
+__all__ = ["CONFIG_KEYS", "Pipeline", "RunTarget"]
+
+# --config key -> what it accepts
+CONFIG_KEYS = {
+    "stub": "true or false: run every sub with stub_params into the stub/ tree",
+    "backend": "local or modal: run every sub on this backend (overrides the plan)",
+    "plan": "path of the research plan (default research/research_plan.yaml)",
+}
+_TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off", ""}
+
+
+def _config_issue(key: str, message: str) -> Issue:
+    return Issue("--config", key, message)
+
+
+def _parse_bool(key: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigError([_config_issue(key, f"expected true or false, got {value!r}")])
+
+
+@dataclass(frozen=True)
+class RunTarget:
+    """One job: one sub-experiment with one seed, and where its files go."""
+
+    spec: SubSpec
+    seed: int
+    run: str  # the {run} wildcard: "<sub>" or "<sub>/seed-<n>"
+
+
+@dataclass
+class Pipeline:
+    plan: Plan
+    stub: bool = False
+    backend: str | None = None
+    workdir: Path = field(default_factory=Path.cwd)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], workdir: Path | None = None) -> "Pipeline":
+        """Check --config and load the plan; every problem is an error before any job starts."""
+        issues = []
+        for key in config:
+            if key not in CONFIG_KEYS:
+                close = difflib.get_close_matches(str(key), CONFIG_KEYS, n=1, cutoff=0.6)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                issues.append(_config_issue(str(key), f"unknown key; {hint}valid keys: "
+                                            + "; ".join(f"{k} ({v})" for k, v in CONFIG_KEYS.items())))
+        backend = config.get("backend")
+        if backend is not None and str(backend) not in ("local", "modal"):
+            issues.append(_config_issue("backend", f"expected local or modal, got {backend!r}"))
+        if issues:
+            raise ConfigError(issues)
+        stub = _parse_bool("stub", config.get("stub", False))
+        plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))))
+        return cls(plan=plan, stub=stub, backend=str(backend) if backend is not None else None,
+                   workdir=Path(workdir or Path.cwd()))
+
+    # --- paths ---------------------------------------------------------------------------------
+
+    @cached_property
+    def results_root(self) -> str:
+        return layout.results_root(self.stub).as_posix()
+
+    def _relative(self, path: Path) -> str:
+        """A path under the plan's project root, as Snakemake sees it from the working dir."""
+        return os.path.relpath(self.plan.root / path, self.workdir)
+
+    @cached_property
+    def runs_by_experiment(self) -> dict[str, list[RunTarget]]:
+        runs: dict[str, list[RunTarget]] = {}
+        for exp_id in self.plan.active_experiments:
+            runs[exp_id] = [
+                RunTarget(spec, seed, spec.sub_id if len(spec.seeds) == 1 else f"{spec.sub_id}/seed-{seed}")
+                for spec in self.plan.subs(exp_id) for seed in spec.seeds
+            ]
+        return runs
+
+    @cached_property
+    def _run_index(self) -> dict[tuple[str, str], RunTarget]:
+        return {(exp_id, run.run): run for exp_id, runs in self.runs_by_experiment.items() for run in runs}
+
+    def run_target(self, exp_id: str, run: str) -> RunTarget:
+        try:
+            return self._run_index[(exp_id, run)]
+        except KeyError:
+            known = sorted({e for e, _ in self._run_index})
+            raise ConfigError([_config_issue("target", f"{exp_id}/{run} is not a sub-experiment run of the plan "
+                                             f"(experiments: {', '.join(known)})")]) from None
+
+    def run_file(self, exp_id: str, run: str, name: str) -> str:
+        return f"{self.results_root}/{exp_id}/{run}/{name}"
+
+    def experiment_run_files(self, exp_id: str) -> list[str]:
+        """Every result.yaml and failure.yaml of an experiment: the aggregate's inputs."""
+        files = []
+        for run in self.runs_by_experiment[exp_id]:
+            files.append(self.run_file(exp_id, run.run, "result.yaml"))
+            files.append(self.run_file(exp_id, run.run, "failure.yaml"))
+        return files
+
+    def experiment_results(self, exp_id: str) -> str:
+        return f"{self.results_root}/{exp_id}/results.yaml"
+
+    def dependency_results(self, exp_id: str) -> list[str]:
+        """results.yaml of the experiments this one depends on (active ones only)."""
+        experiment = self.plan.experiments[exp_id]
+        return [self.experiment_results(dep) for dep in experiment.dependencies if dep in self.runs_by_experiment]
+
+    def all_experiment_results(self) -> list[str]:
+        return [self.experiment_results(exp_id) for exp_id in self.plan.active_experiments]
+
+    def gated_experiment_results(self) -> list[str]:
+        gated = {exp_id for gate in self.plan.gates.values() for exp_id in gate.experiments}
+        return [self.experiment_results(exp_id) for exp_id in self.plan.active_experiments if exp_id in gated]
+
+    def experiment_findings(self, exp_id: str) -> str:
+        return layout.experiment_findings_path(exp_id, self.stub).as_posix()
+
+    def all_experiment_findings(self) -> list[str]:
+        return [self.experiment_findings(exp_id) for exp_id in self.plan.active_experiments]
+
+    @cached_property
+    def findings_dir(self) -> str:
+        return layout.project_findings_path(self.stub).parent.as_posix()
+
+    @cached_property
+    def project_findings(self) -> str:
+        return layout.project_findings_path(self.stub).as_posix()
+
+    @cached_property
+    def gates_file(self) -> str:
+        return layout.gates_path(self.stub).as_posix()
+
+    @cached_property
+    def plan_file(self) -> str:
+        return os.path.relpath(self.plan.path.resolve(), self.workdir)
+
+    # --- one job -------------------------------------------------------------------------------
+
+    def handler_inputs(self, exp_id: str, run: str) -> list[str]:
+        """The handler file and every project module it imports: editing any reruns the sub."""
+        spec = self.run_target(exp_id, run).spec
+        return self._handler_files(spec.handler_file)
+
+    def _handler_files(self, handler_file: Path) -> list[str]:
+        cache = self.__dict__.setdefault("_handler_cache", {})
+        if handler_file not in cache:
+            absolute = self.plan.root / handler_file
+            files = [absolute] + sources.local_imports(absolute, self.plan.root)
+            cache[handler_file] = [os.path.relpath(path, self.workdir) for path in files]
+        return cache[handler_file]
+
+    def run_params(self, exp_id: str, run: str) -> dict[str, Any]:
+        """What a result depends on besides code: a change reruns exactly this sub."""
+        target = self.run_target(exp_id, run)
+        return {"params": target.spec.params_for(self.stub), "seed": target.seed,
+                "handler": f"{target.spec.handler_file.as_posix()}::{target.spec.handler_function}"}
+
+    def backend_of(self, spec: SubSpec) -> str:
+        return self.backend or spec.backend
+
+    def run_args(self, exp_id: str, run: str) -> str:
+        """Arguments of `labrunner run` for one job, shell-quoted."""
+        target = self.run_target(exp_id, run)
+        args = [exp_id, target.spec.sub_id, "--seed", str(target.seed), "--plan", self.plan_file,
+                "--results-dir", self.results_root, "--backend", self.backend_of(target.spec)]
+        if self.stub:
+            args.append("--stub")
+        return shlex.join(args)
+
+    def gpu_count(self, exp_id: str, run: str) -> int:
+        """GPUs a job holds on this machine: local GPU jobs count against --resources gpu=N;
+        Modal jobs hold none here (and stub runs ask for no GPU anywhere)."""
+        spec = self.run_target(exp_id, run).spec
+        return int(bool(spec.gpu) and not self.stub and self.backend_of(spec) == "local")
+
+    def modal_gpu(self, exp_id: str, run: str) -> str:
+        spec = self.run_target(exp_id, run).spec
+        return "none" if self.stub or not spec.gpu else spec.gpu
+
+
+def labrunner_command() -> str:
+    """How jobs call labrunner: the interpreter running Snakemake, which has it installed."""
+    return f"{shlex.quote(sys.executable)} -m labrunner"
