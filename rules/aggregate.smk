@@ -1,6 +1,11 @@
 # Aggregates: per experiment results.yaml, metric tables and plot; gates; FINDINGS.md files.
-# Each takes every sub's failure record as an input (see rules/run.smk), and the plan, so that
-# edited criteria rebuild the verdicts without rerunning any sub.
+#
+# Why the failure records are inputs: Snakemake does not rebuild a missing intermediate file
+# while the files downstream of it exist and are newer. A failed sub leaves no result.yaml, but
+# it rewrites its failure.yaml, which is newer than the old results.yaml: so the next run
+# rebuilds the aggregate, and with it reruns exactly the failed subs, even after a transient
+# failure with nothing changed. The plan is an input too, so edited criteria rebuild the
+# verdicts without rerunning any sub.
 FINDINGS_DIR = PIPELINE.findings_dir
 
 
@@ -18,6 +23,8 @@ rule aggregate_experiment:
     log:
         f"{RESULTS}/{{exp}}/aggregate.log",
     localrule: True
+    conda:
+        "../envs/labrunner.yaml"
     script:
         "../scripts/aggregate_experiment.py"
 
@@ -33,6 +40,8 @@ rule gates:
     log:
         f"{RESULTS}/gates.log",
     localrule: True
+    conda:
+        "../envs/labrunner.yaml"
     script:
         "../scripts/gates.py"
 
@@ -46,6 +55,8 @@ rule experiment_findings:
     log:
         f"{RESULTS}/{{exp}}/findings.log",
     localrule: True
+    conda:
+        "../envs/labrunner.yaml"
     script:
         "../scripts/experiment_findings.py"
 
@@ -63,5 +74,7 @@ rule project_findings:
     log:
         f"{RESULTS}/findings.log",
     localrule: True
+    conda:
+        "../envs/labrunner.yaml"
     script:
         "../scripts/project_findings.py"

@@ -1,16 +1,17 @@
 # Plan loading (validated once, before any job starts) and every input function the rules use.
 from labrunner.errors import LabrunnerError
-from labrunner.workflow import Pipeline, labrunner_command
-from labrunner.records import write_none
+from labrunner.workflow import Pipeline, put_labrunner_on_path
 from labrunner.summary import print_run_summary
 
 try:
-    PIPELINE = Pipeline.from_config(config, workdir=Path(workflow.basedir))
+    PIPELINE = Pipeline.from_config(config)
 except LabrunnerError as error:
     raise WorkflowError(f"labrunner: {error}") from None
 
 RESULTS = PIPELINE.results_root
-LABRUNNER = labrunner_command()
+# jobs call the `labrunner` of the environment Snakemake runs in, activated or not
+put_labrunner_on_path()
+PIPELINE.export_backend()
 
 
 wildcard_constraints:
@@ -22,34 +23,28 @@ def get_final_targets(wildcards):
     return [PIPELINE.project_findings]
 
 
-def get_handler_inputs(wildcards):
-    return PIPELINE.handler_inputs(wildcards.exp, wildcards.run)
-
-
-def get_dependency_results(wildcards):
-    # ancient(): wait for the experiments this one depends on, but never rerun because they
-    # were rebuilt
-    return [ancient(path) for path in PIPELINE.dependency_results(wildcards.exp)]
+def get_sub_inputs(wildcards):
+    # the handler file and the project modules it imports (an edit reruns the sub), and the
+    # results of the experiments this one depends on: ancient(), so that they are waited for
+    # but a rebuild of them does not rerun this sub
+    dependencies = [ancient(path) for path in PIPELINE.dependency_results(wildcards.exp)]
+    return PIPELINE.handler_inputs(wildcards.exp, wildcards.run) + dependencies
 
 
 def get_run_params(wildcards):
     return PIPELINE.run_params(wildcards.exp, wildcards.run)
 
 
-def get_run_args(wildcards):
-    return PIPELINE.run_args(wildcards.exp, wildcards.run)
-
-
 def get_gpu_count(wildcards):
     return PIPELINE.gpu_count(wildcards.exp, wildcards.run)
 
 
-def get_modal_gpu(wildcards):
-    return PIPELINE.modal_gpu(wildcards.exp, wildcards.run)
+# a constant when no sub asks for a local GPU: input functions cost time on every job
+GPU_RESOURCE = get_gpu_count if PIPELINE.uses_local_gpus else 0
 
 
 def get_experiment_records(wildcards):
-    return PIPELINE.experiment_run_files(wildcards.exp)
+    return PIPELINE.experiment_records(wildcards.exp)
 
 
 def get_experiment_results(wildcards):

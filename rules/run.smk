@@ -1,32 +1,24 @@
 # One job per sub-experiment (and seed): results/<exp>/<sub>[/seed-<n>]/result.yaml.
-
-
-rule failure_record:
-    # The sub's failure record starts as `status: none`. It is an input of the sub's job and of
-    # the aggregates, and every failed attempt rewrites it: so the next run reruns exactly the
-    # failed subs, even when an older results.yaml and FINDINGS.md exist.
-    output:
-        f"{RESULTS}/{{exp}}/{{run}}/failure.yaml",
-    localrule: True
-    run:
-        write_none(output[0])
+# The job writes the sub's failure.yaml itself: `status: running` when an attempt starts, the
+# failure when it fails, and its result only when it succeeds (see rules/aggregate.smk for why
+# the aggregates take the failure records as inputs).
 
 
 rule run_sub:
     input:
-        handler=get_handler_inputs,
-        failure=f"{RESULTS}/{{exp}}/{{run}}/failure.yaml",
-        dependencies=get_dependency_results,
+        get_sub_inputs,
     output:
         f"{RESULTS}/{{exp}}/{{run}}/result.yaml",
     params:
+        # what the result depends on besides code: params, seed, handler; a change reruns the sub
         run=get_run_params,
-        args=get_run_args,
-        modal_gpu=get_modal_gpu,
+        options=PIPELINE.run_options,
     log:
-        # written by labrunner itself, as the handler runs, and echoed to the console
+        # written by labrunner itself while the handler runs, and echoed to the console
         f"{RESULTS}/{{exp}}/{{run}}/run.log",
     resources:
-        gpu=get_gpu_count,
+        gpu=GPU_RESOURCE,
+    conda:
+        "../envs/labrunner.yaml"
     shell:
-        "{LABRUNNER} run {params.args}"
+        "labrunner run {wildcards.exp} {wildcards.run} {params.options}"

@@ -24,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run one sub-experiment and write its records")
     run.add_argument("experiment", help="experiment id")
-    run.add_argument("sub", help="sub-experiment id")
+    run.add_argument("sub", help="sub-experiment id (or SUB/seed-N, as in the results tree)")
     run.add_argument("--seed", type=int, default=None, help="seed (default: the sub's first seed)")
     run.add_argument("--stub", action="store_true", help="use stub_params and the stub results tree")
     run.add_argument("--plan", type=Path, default=None)
@@ -56,13 +56,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     from labrunner.execution import run_sub
     from labrunner.plan import load_plan
 
-    plan = load_plan(_plan_path(args.plan), check_handlers=(args.experiment, args.sub))
-    spec = plan.sub(args.experiment, args.sub)
-    if args.seed is not None and args.seed not in spec.seeds:
+    from labrunner.workflow import BACKEND_ENV, split_run
+
+    sub_id, run_seed = split_run(args.sub)
+    seed = args.seed if args.seed is not None else run_seed
+    plan = load_plan(_plan_path(args.plan), check_handlers=(args.experiment, sub_id))
+    spec = plan.sub(args.experiment, sub_id)
+    if seed is not None and seed not in spec.seeds:
         seeds = ", ".join(map(str, spec.seeds))
-        raise LabrunnerError(f"seed {args.seed} is not among the seeds of {spec.key} in the plan ({seeds})")
-    backend = _backend(args.backend or spec.backend)
-    outcome = run_sub(plan, spec, args.seed, stub=args.stub, results_root=args.results_dir, backend=backend)
+        raise LabrunnerError(f"seed {seed} is not among the seeds of {spec.key} in the plan ({seeds})")
+    backend = _backend(args.backend or os.environ.get(BACKEND_ENV) or spec.backend)
+    outcome = run_sub(plan, spec, seed, stub=args.stub, results_root=args.results_dir, backend=backend)
     from labrunner.summary import describe_run
 
     print(describe_run(outcome.record, outcome.paths, plan.root), file=sys.stdout if outcome.ok else sys.stderr)

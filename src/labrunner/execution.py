@@ -111,12 +111,13 @@ class LocalBackend(Backend):
                 command, cwd=request.context.project_root, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
             )
-            pump = _OutputPump(process.stdout, log, request.console, request.label)
-            pump.start()
-            with _forward_stop_signals(process) as stopped:
-                timed_out = _wait(process, request.timeout_s, crash_path)
-            _kill_group(process.pid)  # children the handler left behind die with it
-            pump.join(timeout=5.0)
+            with process:  # closes the output pipe
+                pump = _OutputPump(process.stdout, log, request.console, request.label)
+                pump.start()
+                with _forward_stop_signals(process) as stopped:
+                    timed_out = _wait(process, request.timeout_s, crash_path)
+                _kill_group(process.pid)  # children the handler left behind die with it
+                pump.join(timeout=5.0)
         outcome = _read_outcome(outcome_path)
         if outcome is None:
             outcome = _death_outcome(process.returncode, timed_out, request, crash_path, stopped)
@@ -146,15 +147,22 @@ def _forward_stop_signals(process: subprocess.Popen[bytes]) -> Iterator[list[str
         yield stopped
         return
 
+    kill_timers: list[threading.Timer] = []
+
     def forward(signum: int, frame: FrameType | None) -> None:
         stopped.append(signal.Signals(signum).name)
         _signal_group(process.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
-        threading.Timer(TERMINATE_GRACE_S, _signal_group, (process.pid, signal.SIGKILL)).start()
+        timer = threading.Timer(TERMINATE_GRACE_S, _signal_group, (process.pid, signal.SIGKILL))
+        timer.daemon = True
+        timer.start()
+        kill_timers.append(timer)
 
     previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield stopped
     finally:
+        for timer in kill_timers:  # the handler has exited: neither wait for the timer nor kill a reused pid
+            timer.cancel()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
 
@@ -349,6 +357,8 @@ def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = 
     run_id = uuid.uuid4().hex[:12]
     started_at, started_s = now_iso(), time.monotonic()
     last_failure = mark_running(paths, run_id, started_at, os.getpid(), backend.name)
+    # a new attempt supersedes the old result (kept under history/), as Snakemake would have it
+    paths.result.unlink(missing_ok=True)
     params = spec.params_for(stub)
     label = spec.key if len(spec.seeds) <= 1 else f"{spec.key}#seed{seed}"
     tracker = start_tracking(_tracking_request(plan, spec, seed, stub, paths, params))
@@ -378,7 +388,7 @@ def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = 
     if ok:
         tracker.summary(record["metrics"])
     tracker.finish(0 if ok else 1)
-    record["wandb"] = tracker.info()
+    record["wandb"] = _portable_paths(tracker.info(), root)
     record["warnings"] = list(record.get("warnings", [])) + tracker.warnings
     if attempt_count > 1:
         record["failed_attempts"] = [_attempt_summary(index + 1, item) for index, item in enumerate(attempts[:-1])]
@@ -441,6 +451,14 @@ def _record(plan: Plan, spec: SubSpec, seed: int, stub: bool, params: dict[str, 
         "host": platform.node(),
     })
     return record
+
+
+def _portable_paths(info: dict[str, Any], root: Path) -> dict[str, Any]:
+    """Record paths relative to the project root, so records stay true when the folder moves."""
+    path = info.get("path")
+    if path and Path(path).is_absolute() and Path(path).resolve().is_relative_to(root):
+        info = {**info, "path": Path(path).resolve().relative_to(root).as_posix()}
+    return info
 
 
 def _cleanup_internal(paths: RunPaths) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import keyword
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -67,8 +68,8 @@ def _parse(path: Path, mtime_ns: int) -> ModuleInfo:
 
 
 def module_info(path: Path) -> ModuleInfo:
-    path = Path(path).resolve()
-    return _parse(path, path.stat().st_mtime_ns)
+    absolute = Path(os.path.abspath(path))  # not resolve(): a thousand handlers, a thousand realpath calls
+    return _parse(absolute, absolute.stat().st_mtime_ns)
 
 
 def default_function_names(sub_id: str) -> list[str]:
@@ -136,17 +137,17 @@ def _signature_problems(function: FunctionInfo, relative: Path) -> list[str]:
 
 def local_imports(handler: Path, root: Path) -> list[Path]:
     """Project files a handler imports, directly or through other project files (sorted)."""
-    root = root.resolve()
+    root = Path(os.path.abspath(root))
+    start = Path(os.path.abspath(handler))
     seen: set[Path] = set()
-    pending = [Path(handler).resolve()]
+    pending = [start]
     while pending:
         current = pending.pop()
         if not current.is_file():
             continue
-        info = module_info(current)
-        for level, module, names in info.imports:
+        for level, module, names in module_info(current).imports:
             for found in _module_files(current, root, level, module, names):
-                if found not in seen and found != Path(handler).resolve():
+                if found not in seen and found != start:
                     seen.add(found)
                     pending.append(found)
     return sorted(seen)
@@ -161,9 +162,11 @@ def _module_files(importer: Path, root: Path, level: int, module: str, names: tu
     found: list[Path] = []
     for base in bases:
         for candidate in _candidates(base, parts, names):
-            resolved = candidate.resolve()
-            if resolved.is_file() and resolved.is_relative_to(root) and not _is_environment(resolved, root):
-                found.append(resolved)
+            if not candidate.is_file():  # most candidates do not exist: `import torch` looks here too
+                continue
+            absolute = Path(os.path.abspath(candidate))
+            if absolute.is_relative_to(root) and not _is_environment(absolute, root):
+                found.append(absolute)
         if found:
             break  # Python takes the first folder on the path that has the module
     return found

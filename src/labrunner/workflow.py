@@ -21,7 +21,9 @@ from labrunner import layout, sources
 from labrunner.errors import ConfigError, Issue
 from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
 
-__all__ = ["CONFIG_KEYS", "Pipeline", "RunTarget"]
+__all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "put_labrunner_on_path", "split_run"]
+
+BACKEND_ENV = "LABRUNNER_BACKEND"
 
 # --config key -> what it accepts
 CONFIG_KEYS = {
@@ -47,6 +49,12 @@ def _parse_bool(key: str, value: Any) -> bool:
     raise ConfigError([_config_issue(key, f"expected true or false, got {value!r}")])
 
 
+def split_run(run: str) -> tuple[str, int | None]:
+    """"e1_2/seed-1" -> ("e1_2", 1); "e1_1" -> ("e1_1", None): the {run} wildcard's parts."""
+    sub, _, seed = run.partition("/seed-")
+    return sub, int(seed) if seed.isdigit() else None
+
+
 @dataclass(frozen=True)
 class RunTarget:
     """One job: one sub-experiment with one seed, and where its files go."""
@@ -61,7 +69,7 @@ class Pipeline:
     plan: Plan
     stub: bool = False
     backend: str | None = None
-    workdir: Path = field(default_factory=Path.cwd)
+    workdir: Path = field(default_factory=Path.cwd)  # where Snakemake runs: paths are relative to it
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], workdir: Path | None = None) -> "Pipeline":
@@ -118,12 +126,19 @@ class Pipeline:
     def run_file(self, exp_id: str, run: str, name: str) -> str:
         return f"{self.results_root}/{exp_id}/{run}/{name}"
 
-    def experiment_run_files(self, exp_id: str) -> list[str]:
-        """Every result.yaml and failure.yaml of an experiment: the aggregate's inputs."""
+    def experiment_records(self, exp_id: str) -> list[str]:
+        """The aggregate's inputs: every result.yaml, and every failure.yaml that exists.
+
+        A failure record is written by the sub's own job (there is none before its first run),
+        and any attempt rewrites it, newer than the aggregates: that is what makes the next run
+        rerun a failed sub (see rules/aggregate.smk).
+        """
         files = []
         for run in self.runs_by_experiment[exp_id]:
             files.append(self.run_file(exp_id, run.run, "result.yaml"))
-            files.append(self.run_file(exp_id, run.run, "failure.yaml"))
+            failure = self.run_file(exp_id, run.run, "failure.yaml")
+            if os.path.exists(failure):
+                files.append(failure)
         return files
 
     def experiment_results(self, exp_id: str) -> str:
@@ -187,14 +202,24 @@ class Pipeline:
     def backend_of(self, spec: SubSpec) -> str:
         return self.backend or spec.backend
 
-    def run_args(self, exp_id: str, run: str) -> str:
-        """Arguments of `labrunner run` for one job, shell-quoted."""
-        target = self.run_target(exp_id, run)
-        args = [exp_id, target.spec.sub_id, "--seed", str(target.seed), "--plan", self.plan_file,
-                "--results-dir", self.results_root, "--backend", self.backend_of(target.spec)]
-        if self.stub:
-            args.append("--stub")
-        return shlex.join(args)
+    @cached_property
+    def run_options(self) -> str:
+        """The options of `labrunner run` shared by every job, shell-quoted (one string for all
+        jobs: a per-job function would cost time on every job of a large DAG)."""
+        options = ["--plan", self.plan_file, "--results-dir", self.results_root]
+        return shlex.join(options + (["--stub"] if self.stub else []))
+
+    def export_backend(self) -> None:
+        """Pass `--config backend=...` to the jobs through the environment, not through params:
+        switching backends must not rerun subs that already have results."""
+        if self.backend:
+            os.environ[BACKEND_ENV] = self.backend
+        else:
+            os.environ.pop(BACKEND_ENV, None)
+
+    @cached_property
+    def uses_local_gpus(self) -> bool:
+        return any(self.gpu_count(exp_id, run.run) for exp_id, runs in self.runs_by_experiment.items() for run in runs)
 
     def gpu_count(self, exp_id: str, run: str) -> int:
         """GPUs a job holds on this machine: local GPU jobs count against --resources gpu=N;
@@ -202,11 +227,12 @@ class Pipeline:
         spec = self.run_target(exp_id, run).spec
         return int(bool(spec.gpu) and not self.stub and self.backend_of(spec) == "local")
 
-    def modal_gpu(self, exp_id: str, run: str) -> str:
-        spec = self.run_target(exp_id, run).spec
-        return "none" if self.stub or not spec.gpu else spec.gpu
 
 
-def labrunner_command() -> str:
-    """How jobs call labrunner: the interpreter running Snakemake, which has it installed."""
-    return f"{shlex.quote(sys.executable)} -m labrunner"
+def put_labrunner_on_path() -> None:
+    """Put the bin folder of the Python running Snakemake first on PATH, so that jobs find its
+    `labrunner` even when the virtual environment was not activated (`.venv/bin/snakemake`)."""
+    bin_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "")
+    if path.split(os.pathsep)[0] != bin_dir:
+        os.environ["PATH"] = bin_dir + os.pathsep + path

@@ -20,10 +20,12 @@ import yaml
 
 from labrunner.errors import InputError, Issue
 
-try:  # the C loader/dumper are 5-10x faster; fall back where libyaml is missing
+try:  # libyaml's parser and emitter are 5-10x faster; fall back where PyYAML was built without it
     from yaml import CSafeDumper as _Dumper
+    from yaml import CSafeLoader as _SafeLoader
 except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
+    from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
 
 __all__ = ["YamlMap", "atomic_write_text", "dump_yaml", "line_of", "load_yaml", "write_yaml"]
 
@@ -35,8 +37,8 @@ class YamlMap(dict):  # type: ignore[type-arg]
     key_lines: dict[Any, int]
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that builds YamlMaps and refuses duplicate keys."""
+class _LineLoader(_SafeLoader):  # type: ignore[misc, valid-type]
+    """A safe loader (C parser, Python constructor) that builds YamlMaps and refuses duplicate keys."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> YamlMap:  # type: ignore[override]
         self.flatten_mapping(node)
@@ -89,7 +91,8 @@ def parse_yaml(text: str, shown: str, error: type[InputError] = InputError) -> A
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
     except _DuplicateKey as dup:
-        raise error([Issue(shown, str(dup.key), f"duplicate key (first defined on line {dup.first_line})", dup.line)]) from None
+        key = _key_path_at(text, dup.line) or str(dup.key)
+        raise error([Issue(shown, key, f"duplicate key (first defined on line {dup.first_line})", dup.line)]) from None
     except yaml.constructor.ConstructorError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else None
         problem = exc.problem or "unsupported YAML"
@@ -103,6 +106,33 @@ def parse_yaml(text: str, shown: str, error: type[InputError] = InputError) -> A
         context = getattr(exc, "context", None)
         message = f"YAML syntax error: {problem}" + (f" ({context})" if context else "")
         raise error([Issue(shown, "", message, line)]) from None
+
+
+def _key_path_at(text: str, line: int) -> str | None:
+    """The dotted path of the mapping key on `line` (1-based): the loader that found a duplicate
+    key is deep inside the document and does not know where it is."""
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return None
+
+    def find(node: yaml.Node, path: tuple[str, ...]) -> tuple[str, ...] | None:
+        children: list[tuple[str, yaml.Node]] = []
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                if key_node.start_mark.line + 1 == line:
+                    return (*path, str(key_node.value))
+                children.append((str(key_node.value), value_node))
+        elif isinstance(node, yaml.SequenceNode):
+            children = [(str(index), item) for index, item in enumerate(node.value)]
+        for name, child in children:
+            found = find(child, (*path, name))
+            if found:
+                return found
+        return None
+
+    found = find(node, ()) if node is not None else None
+    return ".".join(found) if found else None
 
 
 def line_of(data: Any, path: tuple[Any, ...]) -> int | None:
