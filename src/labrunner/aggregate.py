@@ -238,8 +238,14 @@ def _table_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
             continue
         runs = sub.get("seeds") or [{"seed": sub.get("seed"), "status": sub["status"], "metrics": sub.get("metrics") or {}}]
         for run in runs:
-            rows.append({"sub": sub_id, "seed": run.get("seed"), "status": run["status"], **(run.get("metrics") or {})})
+            metrics = {name: _shown(value) for name, value in (run.get("metrics") or {}).items()}
+            rows.append({"sub": sub_id, "seed": run.get("seed"), "status": run["status"], **metrics})
     return rows
+
+
+def _shown(value: Any) -> Any:
+    """A reported NaN or inf as text, so tables tell it apart from a metric a run did not report."""
+    return str(value) if isinstance(value, float) and not math.isfinite(value) else value
 
 
 def metrics_frame(results: Mapping[str, Any]) -> Any:
@@ -256,16 +262,18 @@ def metrics_frame(results: Mapping[str, Any]) -> Any:
 
 def metrics_markdown(results: Mapping[str, Any]) -> str:
     """The metric table as Markdown, with a per-sub mean table when subs ran several seeds."""
+    import pandas as pd
     from tabulate import tabulate
 
     frame = metrics_frame(results)
     title = f"# Metrics: {results['name']}\n\n"
     if frame.empty:
         return title + "No sub-experiment has results yet.\n"
-    text = title + tabulate(frame, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g", missingval="") + "\n"
+    shown = frame.astype(object).where(frame.notna(), None)  # a metric a run did not report: blank
+    text = title + tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g", missingval="") + "\n"
     multi = frame.groupby("sub", sort=False).filter(lambda group: len(group) > 1)
     if not multi.empty:
-        numeric = multi.drop(columns=["seed", "status"]).groupby("sub", sort=False)
+        numeric = multi.drop(columns=["seed", "status"]).apply(pd.to_numeric, errors="coerce").assign(sub=multi["sub"]).groupby("sub", sort=False)
         summary = numeric.mean(numeric_only=True).round(6).astype(str) + " ± " + numeric.std(numeric_only=True).round(6).astype(str)
         summary.insert(0, "n", numeric.size())
         text += "\n## Mean ± sd over seeds\n\n" + tabulate(summary, headers="keys", tablefmt="github") + "\n"
