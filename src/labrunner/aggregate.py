@@ -19,7 +19,7 @@ from labrunner import layout, verdicts
 from labrunner.errors import RecordError
 from labrunner.layout import RunPaths
 from labrunner.plan import Criterion, Plan, SubSpec, resolved_direction
-from labrunner.records import COMPLETED, FAILED, NONE, RUNNING, read_record
+from labrunner.records import COMPLETED, FAILED, RUNNING, read_record
 from labrunner.yamlio import load_yaml, write_yaml
 
 __all__ = [

@@ -31,35 +31,48 @@ def _is_numpy(value: Any) -> bool:
     return type(value).__module__ == "numpy" and hasattr(value, "tolist")
 
 
-_NARROW_TORCH = frozenset({"torch.float32", "torch.float16", "torch.bfloat16"})
+_PLAIN = (bool, int, float, str)  # exactly these types, not subclasses
+# struct formats of the narrow float types: their values are shown by their shortest decimal
+_NARROW_TORCH = {"torch.float32": "f", "torch.float16": "e", "torch.bfloat16": "f"}  # bfloat16 fits in float32
+_NARROW_NUMPY = {4: "f", 2: "e"}  # itemsize -> struct format
+_FIRST_DIGITS = {"f": 6, "e": 3}  # %g drops trailing zeros: starting here still finds the shortest
 
 
-def _shortest(value: Any) -> Any:
-    """A float32 value as the shortest decimal that reads back as the same float32: 0.98 rather
-    than 0.9800000190734863, so records and tables show what the model computed."""
+def _shortest(value: Any, fmt: str) -> Any:
+    """A float32 (or float16) value as the shortest decimal that reads back as the same value:
+    0.98 rather than 0.9800000190734863, so records and tables show what the model computed."""
     if isinstance(value, list):
-        return [_shortest(item) for item in value]
+        return [_shortest(item, fmt) for item in value]
     if not isinstance(value, float) or not math.isfinite(value):
         return value
-    for digits in range(6, 10):
+    for digits in range(_FIRST_DIGITS[fmt], 10):
         candidate = float(f"{value:.{digits}g}")
-        if struct.unpack("f", struct.pack("f", candidate))[0] == value:
-            return candidate
+        try:
+            if struct.unpack(fmt, struct.pack(fmt, candidate))[0] == value:
+                return candidate
+        except OverflowError:  # rounded past the type's largest value (65504 -> 7e4 in float16)
+            continue
     return value
 
 
 def to_plain(value: Any, where: str = "value") -> Any:
     """Plain YAML/JSON-safe data: dict, list, str, int, float (NaN/inf kept), bool, None."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None or type(value) in _PLAIN:
         return value
     if _is_torch_tensor(value):
         value = value.detach().cpu()
         plain = value.item() if value.numel() == 1 and value.dim() == 0 else value.tolist()
-        return _shortest(plain) if str(value.dtype) in _NARROW_TORCH else plain
-    if _is_numpy(value):
+        fmt = _NARROW_TORCH.get(str(value.dtype))
+        return _shortest(plain, fmt) if fmt else plain
+    if _is_numpy(value):  # before the subclass check: numpy.float64 and numpy.str_ subclass float, str
         plain = value.tolist()  # numpy scalars and arrays alike
         dtype = getattr(value, "dtype", None)
-        return _shortest(plain) if dtype is not None and dtype.kind == "f" and dtype.itemsize < 8 else plain
+        fmt = _NARROW_NUMPY.get(dtype.itemsize) if dtype is not None and dtype.kind == "f" else None
+        return _shortest(plain, fmt) if fmt else plain
+    if isinstance(value, str):  # str enums and other subclasses: YAML writes only the exact types
+        return str.__str__(value)  # the text itself, not the subclass's __str__
+    if isinstance(value, (int, float)):  # IntEnum and other subclasses
+        return int(value) if isinstance(value, int) else float(value)
     if isinstance(value, Mapping):
         return {str(key): to_plain(item, f"{where}.{key}") for key, item in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):

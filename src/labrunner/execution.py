@@ -21,8 +21,6 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -76,15 +74,21 @@ class _OutputPump(threading.Thread):
         self._secrets = secret_values()
 
     def run(self) -> None:
-        for raw in iter(self._stream.readline, b""):
-            line = redact(raw.decode("utf-8", errors="replace"), self._secrets)
-            self._log.write(line)
-            self._log.flush()
-            try:
-                self._console.write(f"[{self._label}] {line}" if line.endswith("\n") else f"[{self._label}] {line}\n")
-                self._console.flush()
-            except (OSError, ValueError):
-                pass  # a closed console must not stop run.log
+        try:
+            for raw in iter(self._stream.readline, b""):
+                line = redact(raw.decode("utf-8", errors="replace"), self._secrets)
+                try:
+                    self._log.write(line)
+                    self._log.flush()
+                except ValueError:  # run.log is closed: the attempt is over, a process it left still writes
+                    return
+                try:
+                    self._console.write(f"[{self._label}] {line}" if line.endswith("\n") else f"[{self._label}] {line}\n")
+                    self._console.flush()
+                except (OSError, ValueError):
+                    pass  # a closed console must not stop run.log
+        finally:
+            self._stream.close()  # here, not by the supervisor: closing blocks while a read is pending
 
 
 class LocalBackend(Backend):
@@ -107,20 +111,22 @@ class LocalBackend(Backend):
         with request.paths.log.open("a", encoding="utf-8") as log:
             log.write(f"=== {request.label}: run {request.context.run_id}, attempt {attempt}, started {now_iso()} ===\n")
             log.flush()
-            process = subprocess.Popen(
-                command, cwd=request.context.project_root, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-            )
-            with process:  # closes the output pipe
+            # signal forwarding is in place before the handler starts: a Ctrl-C at any moment
+            # reaches it (or, arriving first, is passed on the moment it starts)
+            with _StopSignals() as stops:
+                process = subprocess.Popen(
+                    command, cwd=request.context.project_root, env=env, stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                )
+                stops.attach(process.pid)
                 pump = _OutputPump(process.stdout, log, request.console, request.label)
                 pump.start()
-                with _forward_stop_signals(process) as stopped:
-                    timed_out = _wait(process, request.timeout_s, crash_path)
-                _kill_group(process.pid)  # children the handler left behind die with it
-                pump.join(timeout=5.0)
+                timed_out = _wait(process, request.timeout_s, crash_path)
+            _kill_group(process.pid)  # children the handler left behind die with it
+            pump.join(timeout=5.0)  # not longer: a process that left the group may hold the pipe for ever
         outcome = _read_outcome(outcome_path)
         if outcome is None:
-            outcome = _death_outcome(process.returncode, timed_out, request, crash_path, stopped)
+            outcome = _death_outcome(process.returncode, timed_out, request, crash_path, stops.stopped)
         return outcome
 
 
@@ -138,32 +144,43 @@ def _wait(process: subprocess.Popen[bytes], timeout_s: float, crash_path: Path) 
     return True
 
 
-@contextmanager
-def _forward_stop_signals(process: subprocess.Popen[bytes]) -> Iterator[list[str]]:
-    """While the handler runs, Ctrl-C / SIGTERM to this process go to the handler, which records
-    them as a failure; if it does not exit within the grace period it is killed."""
-    stopped: list[str] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield stopped
-        return
+class _StopSignals:
+    """While a handler runs, Ctrl-C / SIGTERM to this process go to the handler, which records
+    them as a failure; one that does not exit within the grace period is killed."""
 
-    kill_timers: list[threading.Timer] = []
+    def __init__(self) -> None:
+        self.stopped: list[str] = []
+        self._pid: int | None = None
+        self._timers: list[threading.Timer] = []
+        self._previous: dict[int, Any] = {}
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        stopped.append(signal.Signals(signum).name)
-        _signal_group(process.pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
-        timer = threading.Timer(TERMINATE_GRACE_S, _signal_group, (process.pid, signal.SIGKILL))
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+            self._previous = {sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def attach(self, pid: int) -> None:
+        self._pid = pid
+        for name in self.stopped:  # arrived while the handler was starting
+            self._forward(signal.Signals[name])
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopped.append(signal.Signals(signum).name)
+        if self._pid is not None:
+            self._forward(signum)
+
+    def _forward(self, signum: int) -> None:
+        assert self._pid is not None
+        _signal_group(self._pid, signal.SIGINT if signum == signal.SIGINT else signal.SIGTERM)
+        timer = threading.Timer(TERMINATE_GRACE_S, _signal_group, (self._pid, signal.SIGKILL))
         timer.daemon = True
         timer.start()
-        kill_timers.append(timer)
+        self._timers.append(timer)
 
-    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stopped
-    finally:
-        for timer in kill_timers:  # the handler has exited: neither wait for the timer nor kill a reused pid
+    def __exit__(self, *exc_info: object) -> None:
+        for timer in self._timers:  # the handler has exited: neither wait for the timer nor kill a reused pid
             timer.cancel()
-        for sig, handler in previous.items():
+        for sig, handler in self._previous.items():
             signal.signal(sig, handler)
 
 
@@ -373,7 +390,10 @@ def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = 
             handler_function=spec.handler_function, run_id=run_id, attempt=attempt,
         )
         request = AttemptRequest(context, paths, spec.timeout_min * 60.0, spec.gpu, label, console)
-        outcome = backend.run_attempt(request)
+        try:
+            outcome = backend.run_attempt(request)
+        except Exception as exc:  # noqa: BLE001 - a backend that breaks is a failure, not a stuck record
+            outcome = _backend_failure(exc, root)
         attempts.append(outcome)
         if outcome.get("status") == COMPLETED or _stopped_from_outside(outcome) or attempt > spec.retries:
             break
@@ -398,6 +418,14 @@ def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = 
         write_failure(paths, record, last_failure)
     _cleanup_internal(paths)
     return SubRun(COMPLETED if ok else FAILED, record, paths, bool(getattr(tracker, "hung", False)))
+
+
+def _backend_failure(exc: Exception, root: Path) -> dict[str, Any]:
+    from labrunner.worker import error_outcome
+
+    outcome = error_outcome(exc, root, [])
+    outcome["error"]["message"] = f"the {type(exc).__name__} came from the backend, not the handler: {exc}"
+    return outcome
 
 
 def _stopped_from_outside(outcome: dict[str, Any]) -> bool:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from labrunner import sources
 from labrunner.errors import Issue, PlanError
-from labrunner.yamlio import YamlMap, line_of, load_yaml
+from labrunner.yamlio import line_of, load_yaml
 
 __all__ = [
     "DEFAULT_PLAN_PATH",
@@ -203,7 +203,8 @@ class Experiment(RunSettings):
                     subs[item] = None
             value = subs
         if isinstance(value, Mapping):
-            return {key: ({} if settings is None else settings) for key, settings in value.items()}
+            # ids are names: `[1, 2]` means subs "1" and "2", as numeric experiment ids do
+            return {str(key): ({} if settings is None else settings) for key, settings in value.items()}
         return value
 
 

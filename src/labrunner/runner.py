@@ -181,7 +181,9 @@ class Results:
         pure = PurePosixPath(text.replace("\\", "/"))
         if pure.is_absolute() or text.startswith(("/", "\\")) or (len(text) > 1 and text[1] == ":"):
             raise ArtifactError(f"artifact name {text!r} is absolute; expected a path inside the artifacts folder, e.g. 'plots/curve.png'")
-        if any(part in ("..", "") for part in pure.parts) or pure.parts[-1] == ".":
+        if not pure.parts:  # ".", "./.": PurePosixPath drops every part
+            raise ArtifactError(f"artifact name {text!r} names no file; expected a path inside the artifacts folder, e.g. 'plots/curve.png'")
+        if ".." in pure.parts:
             raise ArtifactError(f"artifact name {text!r} leaves the artifacts folder; '..' is not allowed")
         if "\0" in text:
             raise ArtifactError(f"artifact name {text!r} contains a NUL character")

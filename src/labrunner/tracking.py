@@ -19,6 +19,8 @@ from typing import Any, Protocol, TypeVar
 __all__ = ["NullTracker", "Tracker", "TrackingRequest", "WandbTracker", "effective_mode", "start_tracking"]
 
 T = TypeVar("T")
+# wandb's own init_timeout should fire first; past this grace the call is abandoned as hung
+INIT_GRACE_S = 5.0
 _ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
               "disabled": "disabled", "disable": "disabled"}
 
@@ -197,15 +199,12 @@ def start_tracking(request: TrackingRequest, import_wandb: Callable[[], Any] | N
     request.run_dir.mkdir(parents=True, exist_ok=True)
     modes = ["online", "offline"] if request.mode == "online" else ["offline"]
     for mode in modes:
-        run, error, timed_out = _with_deadline(lambda: _init(wandb, request, mode), request.init_timeout_s + 5.0)
+        run, error, timed_out = _with_deadline(lambda mode=mode: _init(wandb, request, mode), request.init_timeout_s + INIT_GRACE_S)
         if run is not None:
             return WandbTracker(request, run, mode, warnings)
-        problem = (f"did not start within {request.init_timeout_s:g}s" if timed_out
-                   else _short(error) if error else "returned no run")
-        fallback = "falling back to offline" if mode == "online" else "tracking off for this run"
+        problem = f"did not start within {request.init_timeout_s:g}s" if timed_out else _short(error) if error else "returned no run"
+        fallback = "falling back to offline" if mode == "online" else "tracking off for this run (metrics.jsonl has every metric)"
         warnings.append(f"W&B {mode} run {problem}; {fallback}")
-        if timed_out:
-            break  # a hung wandb may hold its locks: do not try it again in this process
     return NullTracker("disabled", warnings)
 
 

@@ -1,0 +1,126 @@
+"""Unit tests for labrunner.records: records read back as written, damage is detected, the
+failure before an attempt is kept, and secrets never reach the disk."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from labrunner.errors import RecordError
+from labrunner.layout import RunPaths
+from labrunner.records import (
+    FAILED,
+    NONE,
+    RUNNING,
+    checked_text,
+    mark_running,
+    read_failure,
+    read_record,
+    write_failure,
+    write_result,
+)
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> RunPaths:
+    paths = RunPaths(tmp_path / "results" / "e1" / "s1")
+    paths.run_dir.mkdir(parents=True)
+    return paths
+
+
+def record(**fields: object) -> dict[str, object]:
+    return {"experiment": "e1", "sub": "s1", "run_id": "r1", "ended_at": "2024-01-01T00:00:00+00:00", **fields}
+
+
+def test_records_result_reads_back_as_written(paths: RunPaths) -> None:
+    metrics = {"acc": 0.97, "lr": 1e-05, "loss": math.inf, "n": 450}
+
+    write_result(paths, record(metrics=metrics, traceback_like="line one\nline two\n"), None)
+
+    read = read_record(paths.result)
+    assert read["status"] == "completed"
+    assert read["metrics"] == metrics and type(read["metrics"]["lr"]) is float
+    assert read["traceback_like"] == "line one\nline two\n"
+    assert read_record(paths.failure) == {"status": NONE}
+    assert [path.name.endswith(".result.yaml") for path in paths.history.iterdir()] == [True]
+    assert not list(paths.run_dir.glob(".*.tmp"))
+
+
+def test_records_nan_reads_back_as_nan(paths: RunPaths) -> None:
+    write_result(paths, record(metrics={"loss": math.nan}), None)
+
+    assert math.isnan(read_record(paths.result)["metrics"]["loss"])
+    assert math.isnan(yaml.safe_load(paths.result.read_text())["metrics"]["loss"])  # plain YAML readers too
+
+
+@pytest.mark.parametrize(("damage", "problem"), [
+    (lambda text: text[: len(text) // 2], "it has no checksum line"),
+    (lambda text: text.replace("0.97", "0.99"), "its checksum does not match"),
+])
+def test_records_damage_is_detected(damage: object, problem: str, paths: RunPaths) -> None:
+    write_result(paths, record(metrics={"acc": 0.97}), None)
+    paths.result.write_text(damage(paths.result.read_text()))  # type: ignore[operator]
+
+    with pytest.raises(RecordError, match=f"{paths.result}: record is damaged: {problem}"):
+        read_record(paths.result)
+
+
+def test_records_missing_or_invalid_record_is_an_error(paths: RunPaths) -> None:
+    with pytest.raises(RecordError, match="record not found"):
+        read_record(paths.result)
+    paths.result.write_text("- a list\n")
+    with pytest.raises(RecordError, match="expected a mapping with a 'status' key"):
+        read_record(paths.result, verify=False)
+
+
+def test_records_unreadable_failure_counts_as_none(paths: RunPaths) -> None:
+    paths.failure.write_text("status: failed\ntruncat")
+
+    failure = read_failure(paths)
+
+    assert failure["status"] == NONE and "record is damaged" in failure["warning"]
+
+
+def test_records_attempt_keeps_the_failure_before_it(paths: RunPaths) -> None:
+    write_failure(paths, record(error={"type": "ValueError", "message": "first"}), None)
+
+    kept = mark_running(paths, "r2", "2024-01-02T00:00:00+00:00", 42, "local")
+
+    running = read_record(paths.failure)
+    assert running["status"] == RUNNING and running["run_id"] == "r2" and running["pid"] == 42
+    assert kept is not None and kept["error"]["message"] == "first" and kept["status"] == FAILED
+    assert running["last_failure"] == kept
+
+
+def test_records_success_after_failure_is_resolved(paths: RunPaths) -> None:
+    write_failure(paths, record(error={"type": "ValueError", "message": "first"}), None)
+    kept = mark_running(paths, "r2", "2024-01-02T00:00:00+00:00", 42, "local")
+
+    write_result(paths, record(run_id="r2", metrics={}), kept)
+
+    failure = read_record(paths.failure)
+    assert failure["status"] == "resolved" and failure["last_failure"]["error"]["message"] == "first"
+    assert read_record(paths.result)["run_id"] == "r2"
+
+
+def test_records_secrets_are_redacted(paths: RunPaths, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WANDB_API_KEY", "0123456789abcdef0123")
+    monkeypatch.setenv("MODAL_TOKEN_SECRET", "as-3f9a8b7c6d")
+
+    write_failure(paths, record(error={"message": "401 for key 0123456789abcdef0123 and as-3f9a8b7c6d"}), None)
+
+    text = paths.failure.read_text()
+    assert "0123456789abcdef0123" not in text and "as-3f9a8b7c6d" not in text
+    assert read_record(paths.failure)["error"]["message"] == "401 for key *** and ***"
+    for path in paths.history.iterdir():
+        assert "0123456789abcdef0123" not in path.read_text()
+
+
+def test_records_checked_text_ends_with_checksum() -> None:
+    text = checked_text({"status": "completed"})
+
+    assert text.startswith("status: completed\n")
+    assert text.splitlines()[-1].startswith("# labrunner-sha256: ")
