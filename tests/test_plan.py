@@ -427,3 +427,33 @@ def test_plan_numeric_ids_are_names(make_project: ProjectFactory) -> None:
     plan = load_plan(make_project(text, files) / PLAN_FILE)
 
     assert [spec.key for spec in plan.subs()] == ["2024/1", "2024/2"]
+
+
+def test_plan_a_bad_value_does_not_hide_other_problems_of_its_experiment(make_project: ProjectFactory) -> None:
+    text = """\
+    experiments:
+      e1:
+        dependencies: [e9]
+        success_criteria:
+          acc: {target: 0.9, acceptable: 0.95, direction: higher}
+          loss: {target: 0.1, direction: sideways}
+        sub_experiments:
+          a: {timeout_min: abc}
+          b: {}
+    """
+    issues = plan_errors(make_project(text, {"handlers/e1/a.py": "def a(runner):\n    pass\n"}))
+
+    messages = {issue.key: issue.message for issue in issues}
+    assert "expected a valid number" in messages["experiments.e1.sub_experiments.a.timeout_min"]
+    assert "expected 'higher' or 'lower'" in messages["experiments.e1.success_criteria.loss.direction"]
+    assert "wrong order" in messages["experiments.e1.success_criteria.acc"]
+    assert "unknown experiment 'e9'" in messages["experiments.e1.dependencies.0"]
+    assert "handlers/e1/b.py not found" in messages["experiments.e1.sub_experiments.b"]
+
+
+def test_plan_empty_list_says_how_many_items_were_expected(make_project: ProjectFactory) -> None:
+    text = "experiments:\n  e1: {sub_experiments: {a: {skip: true}}}\ngates:\n  g1: {experiments: []}\n"
+    error = only_error(make_project(text))
+
+    assert error.key == "gates.g1.experiments"
+    assert error.message == "expected at least 1 item, got 0"

@@ -183,6 +183,16 @@ def test_workflow_failed_sub_is_reported_and_others_complete(project: Path) -> N
     failure = load(project / "results" / "e1-tiny" / "b" / "failure.yaml")
     assert failure["status"] == "failed" and failure["metrics_logged"]["count"] == 1
 
+    status = subprocess.run([str(BIN / "labrunner"), "status"], cwd=project, capture_output=True, text=True)
+    assert status.returncode == 1
+    assert re.search(r"e1-tiny\s+b\s+failed", status.stdout)
+    assert re.search(r"e1-tiny\s+a\s+completed\s+\S+\s+acc=0.85, loss=0.3\s+acc: acceptable; loss: below acceptable",
+                     status.stdout), status.stdout
+    assert "Completed: 2  Failed: 1  Pending: 1  Skipped: 0" in status.stdout
+    assert "handlers/e1-tiny/b.py:10" in status.stdout and "details: results/e1-tiny/b/failure.yaml" in status.stdout
+    assert "Rerun what failed or is missing (nothing else reruns): snakemake --cores 4 research/FINDINGS.md" in status.stdout
+    assert "labrunner run e1-tiny b" in status.stdout
+
 
 def test_workflow_transient_failure_reruns_exactly_that_sub(project: Path) -> None:
     assert run(project).returncode == 0

@@ -327,6 +327,29 @@ def load_plan(path: Path | str = DEFAULT_PLAN_PATH, *, root: Path | None = None,
     return Plan(path=path, root=root, model=model, subs_by_experiment=subs_by_experiment)
 
 
+_NESTED = ("sub_experiments", "success_criteria")
+
+
+def _salvage(model: type[BaseModel], data: Any, exc: ValidationError) -> Any:
+    """The part without the entries that failed (reported already), so that the checks across
+    the plan still run on the rest: one typo must not hide a missing handler file elsewhere."""
+    if model is not Experiment or not isinstance(data, Mapping):
+        return None
+    cleaned: dict[Any, Any] = dict(data)
+    for error in exc.errors(include_url=False):
+        loc = error["loc"]
+        if not loc:
+            return None
+        if loc[0] in _NESTED and len(loc) > 1 and isinstance(cleaned.get(loc[0]), Mapping):
+            cleaned[loc[0]] = {key: value for key, value in cleaned[loc[0]].items() if str(key) != str(loc[1])}
+        else:
+            cleaned.pop(loc[0], None)
+    try:
+        return model.model_validate(cleaned)
+    except ValidationError:
+        return None
+
+
 def _validate_parts(raw: Mapping[str, Any], shown: str) -> tuple[PlanModel, list[Issue], list[str]]:
     """Validate each block and each experiment on its own, so one bad experiment does not hide
     the problems of the others; the model keeps the parts that validated."""
@@ -337,7 +360,7 @@ def _validate_parts(raw: Mapping[str, Any], shown: str) -> tuple[PlanModel, list
             return model.model_validate({} if data is None and loc[0] != "experiments" else data)
         except ValidationError as exc:
             issues.extend(_pydantic_issues(exc, raw, shown, loc))
-            return None
+            return _salvage(model, data, exc)
 
     blocks = {name: part(cls, raw.get(name), (name,))
               for name, cls in (("project", ProjectInfo), ("defaults", Defaults), ("wandb", WandbSettings))}
@@ -458,6 +481,9 @@ def _plain_message(error: Mapping[str, Any]) -> str:
     msg = msg.replace("Input should be", "expected").replace("Dictionary", "a mapping")
     if error["type"] == "missing":
         return "required key is missing"
+    if error["type"] == "too_short":
+        minimum = (error.get("ctx") or {}).get("min_length", 1)
+        return f"expected at least {minimum} item{'s' if minimum != 1 else ''}, got {len(error.get('input') or [])}"
     got = error.get("input")
     if error["type"] in ("model_type", "dict_type", "model_attributes_type"):
         msg = "expected a mapping"
