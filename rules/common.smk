@@ -9,6 +9,8 @@ except LabrunnerError as error:
     raise WorkflowError(f"labrunner: {error}") from None
 
 RESULTS = PIPELINE.results_root
+# a result file truncated or edited on disk is moved to its history/ and rebuilt
+PIPELINE.set_aside_damaged_results()
 # jobs call the `labrunner` of the environment Snakemake runs in, activated or not
 put_labrunner_on_path()
 PIPELINE.export_backend()

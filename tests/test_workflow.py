@@ -1,140 +1,24 @@
-"""Workflow tests: real Snakemake runs of tiny plans in a temporary project.
-
-Each test copies the repo's Snakefile, rules, scripts and profile next to a small plan whose
-handlers take no time, and runs `snakemake` as a user would. Handlers fail on purpose through a
-flag file that is not an input of any rule, so a "transient" failure changes nothing Snakemake
-can see.
-"""
+"""Workflow tests: real Snakemake runs of tiny plans in a temporary project (see workflow_support)."""
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from workflow_support import (
+    BIN, PLAN, edit, fail_next, heal, load, outside_markers, planned_subs, run, snakemake, snapshot, write_project,
+)
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parent.parent
-BIN = Path(sys.executable).parent
-
-PLAN = """\
-project: {name: Tiny, hypothesis: "b beats a"}
-wandb: {mode: disabled}
-defaults: {timeout_min: 2}
-experiments:
-  e1-tiny:
-    name: "E1: tiny"
-    type: claim
-    success_criteria:
-      acc: {target: 0.9, acceptable: 0.8, failure: 0.5}
-      loss: {target: 0.1, acceptable: 0.2, failure: 0.4, direction: lower}
-    sub_experiments:
-      a: {params: {acc: 0.85, loss: 0.3}}
-      b: {params: {acc: 0.95, loss: 0.05}}
-      c: {params: {acc: 0.7, loss: 0.5}}
-  e2-next:
-    dependencies: [e1-tiny]
-    success_criteria:
-      acc: {target: 0.9, acceptable: 0.8}
-    sub_experiments: [d]
-gates:
-  g1: {name: "Gate 1", experiments: [e1-tiny], unlocks: "phase 2"}
-"""
-
-HANDLER = '''\
-import os
-from pathlib import Path
-from handlers.helpers import scale
-
-
-def {name}(runner):
-    flag = Path(os.environ["TINY_FLAGS"]) / "{name}.fail"
-    runner.log_metrics({{"acc": runner.params["acc"] / 2}}, step=0)
-    if flag.exists():
-        raise RuntimeError("flaky failure of {name}: " + flag.read_text())
-    path = runner.results.save_artifact("note.txt", "sub {name}")
-    acc = scale(runner.params["acc"])
-    return {{"finding": "{name} reaches " + str(acc), "metrics": {{"acc": acc, "loss": runner.params.get("loss", 0.0)}},
-            "artifacts": [path]}}
-'''
-
-
-def _write_project(root: Path, plan: str = PLAN) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "rules", "scripts", "profiles", "envs"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / item)
-    (root / "research").mkdir(exist_ok=True)
-    (root / "research" / "research_plan.yaml").write_text(plan)
-    handlers = root / "handlers"
-    (handlers / "e1-tiny").mkdir(parents=True, exist_ok=True)
-    (handlers / "e2-next").mkdir(parents=True, exist_ok=True)
-    (handlers / "helpers.py").write_text("def scale(x):\n    return x\n")
-    (handlers / "other.py").write_text("def unused():\n    return 1\n")
-    for name in ("a", "b"):
-        (handlers / "e1-tiny" / f"{name}.py").write_text(HANDLER.format(name=name))
-    # c imports one more helper, so that editing it reruns c alone
-    (handlers / "e1-tiny" / "c.py").write_text(HANDLER.format(name="c").replace(
-        "from handlers.helpers import scale", "from handlers.helpers import scale\nfrom handlers.other import unused"))
-    (handlers / "e2-next" / "d.py").write_text(HANDLER.format(name="d").replace(
-        'runner.params["acc"]', 'runner.params.get("acc", 0.9)'))
-    (root / "flags").mkdir(exist_ok=True)
-    return root
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    return _write_project(tmp_path / "proj")
-
-
-def snakemake(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "TINY_FLAGS": str(project / "flags"), "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "WANDB_MODE": "disabled"}
-    return subprocess.run([str(BIN / "snakemake"), *args], cwd=project, env=env, capture_output=True, text=True,
-                          timeout=300)
-
-
-def run(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return snakemake(project, "--cores", "2", *args)
-
-
-def planned_subs(project: Path, *args: str) -> list[str]:
-    """The run_sub jobs a dry run would start, as "exp/run"."""
-    done = snakemake(project, "-n", *args)
-    assert done.returncode == 0, done.stdout + done.stderr
-    jobs = []
-    for block in done.stdout.split("rule ")[1:]:
-        if block.startswith("run_sub:"):
-            match = re.search(r"wildcards: exp=([^,\s]+), run=(\S+)", block)
-            assert match, block
-            jobs.append(f"{match[1]}/{match[2]}")
-    return sorted(jobs)
-
-
-def _edit(path: Path) -> None:
-    """A real edit: Snakemake ignores a new mtime when the content is the same."""
-    path.write_text(path.read_text() + "\n# edited\n")
-
-
-def fail_next(project: Path, sub: str, message: str = "boom") -> None:
-    (project / "flags" / f"{sub}.fail").write_text(message)
-
-
-def heal(project: Path, sub: str) -> None:
-    (project / "flags" / f"{sub}.fail").unlink()
-
-
-def load(path: Path) -> dict:
-    with path.open() as handle:
-        text = handle.read()
-    return yaml.safe_load(text.split("# labrunner-sha256:")[0])
+    return write_project(tmp_path / "proj")
 
 
 def test_workflow_dry_run_lists_one_job_per_sub_with_reason(project: Path) -> None:
@@ -199,7 +83,7 @@ def test_workflow_transient_failure_reruns_exactly_that_sub(project: Path) -> No
     # an edit to b's handler while b is flaky: b alone reruns and fails, leaving the earlier
     # results.yaml and FINDINGS.md in place
     fail_next(project, "b")
-    _edit(project / "handlers" / "e1-tiny" / "b.py")
+    edit(project / "handlers" / "e1-tiny" / "b.py")
     assert run(project).returncode != 0
     assert (project / "results" / "e1-tiny" / "results.yaml").exists()
     assert (project / "research" / "FINDINGS.md").exists()
@@ -240,16 +124,13 @@ def test_workflow_findings_text_outside_markers_survives(project: Path) -> None:
         text = text.replace("## Summary\n", "## Summary\n" + mine, 1)
         text = text.replace("<!-- labrunner:begin status -->", "before the block" + mine + "<!-- labrunner:begin status -->", 1)
         path.write_bytes(text.encode())
-    outside_before = [_outside_markers(path.read_bytes()) for path in paths]
-    _edit(project / "handlers" / "e1-tiny" / "a.py")
+    outside_before = [outside_markers(path.read_bytes()) for path in paths]
+    edit(project / "handlers" / "e1-tiny" / "a.py")
     assert run(project).returncode == 0
-    outside_after = [_outside_markers(path.read_bytes()) for path in paths]
+    outside_after = [outside_markers(path.read_bytes()) for path in paths]
     assert outside_after == outside_before
     assert mine.encode() in paths[0].read_bytes()
 
-
-def _outside_markers(data: bytes) -> list[bytes]:
-    return re.split(rb"<!-- labrunner:begin [\w-]+ -->.*?<!-- labrunner:end [\w-]+ -->", data, flags=re.S)
 
 
 def test_workflow_verdicts_in_results_and_findings(tmp_path: Path) -> None:
@@ -259,7 +140,7 @@ def test_workflow_verdicts_in_results_and_findings(tmp_path: Path) -> None:
       edge: {target: 0.9, acceptable: 0.8, from: c}
       broken: {target: 1.0, acceptable: 0.5, from: b}
       missing: {target: 1.0, acceptable: 0.5}""")
-    root = _write_project(tmp_path / "proj", plan)
+    root = write_project(tmp_path / "proj", plan)
     for name, extra in (("a", ""), ("b", ', "broken": float("nan")'), ("c", ', "edge": 0.81')):
         handler = root / "handlers" / "e1-tiny" / f"{name}.py"
         handler.write_text(handler.read_text().replace(
@@ -279,19 +160,16 @@ def test_workflow_verdicts_in_results_and_findings(tmp_path: Path) -> None:
 
 def test_workflow_stub_run_leaves_real_tree_untouched(project: Path) -> None:
     assert run(project).returncode == 0
-    before = _snapshot(project / "results") | _snapshot(project / "research")
+    before = snapshot(project / "results") | snapshot(project / "research")
     done = run(project, "--config", "stub=true")
     assert done.returncode == 0, done.stdout[-2000:]
     assert (project / "stub" / "results" / "e1-tiny" / "a" / "result.yaml").exists()
     assert (project / "stub" / "research" / "FINDINGS.md").exists()
     assert "STUB RUN" in (project / "stub" / "research" / "FINDINGS.md").read_text()
-    assert _snapshot(project / "results") | _snapshot(project / "research") == before
+    assert snapshot(project / "results") | snapshot(project / "research") == before
     assert load(project / "stub" / "results" / "e1-tiny" / "a" / "result.yaml")["stub"] is True
     assert planned_subs(project) == []
 
-
-def _snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p): (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.rglob("*") if p.is_file()}
 
 
 def test_workflow_bad_config_key_is_an_error_before_any_job(project: Path) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "COMPLETED", "FAILED", "NONE", "RESOLVED", "RUNNING",
-    "checked_text", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record",
+    "checked_text", "damage_of", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record", "record_damage", "set_aside",
     "write_failure", "write_none", "write_result",
 ]
 
@@ -60,6 +61,38 @@ def verify_text(text: str) -> str | None:
     if hashlib.sha256(body.encode("utf-8")).hexdigest() != tail.strip():
         return "its checksum does not match (edited or corrupted)"
     return None
+
+
+def damage_of(path: Path) -> str | None:
+    """What is wrong with a record file on disk, or None when it is whole."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return f"cannot be read: {exc}"
+    return None if text.strip() == "status: none" else verify_text(text)
+
+
+def set_aside(path: Path) -> Path:
+    """Move a damaged record into its run's history/ folder; return where it went."""
+    path = Path(path)
+    target = path.parent / "history" / f"{now_iso().replace(':', '').replace('+', 'p')}-damaged-{path.name}"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, target)
+    return target
+
+
+def record_damage(paths: RunPaths, problem: str) -> Path:
+    """Set a damaged result aside and say so in failure.yaml, with new content: the aggregates
+    take it as an input, so the next run rebuilds them and, with them, this sub."""
+    kept = set_aside(paths.result)
+    stamp = now_iso()
+    record = {
+        "run_id": f"damaged-{stamp}", "ended_at": stamp,
+        "error": {"type": "DamagedRecord", "message": f"{paths.result} was damaged ({problem}); it was moved to {kept}",
+                  "traceback": None, "handler_line": None, "hint": "nothing to fix: the sub is rebuilt by the next run"},
+    }
+    write_failure(paths, record, last_failure_of(read_failure(paths)))
+    return kept
 
 
 def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from labrunner import layout, sources
+from labrunner import layout, records, sources
 from labrunner.errors import ConfigError, Issue
 from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
 
@@ -126,6 +126,16 @@ class Pipeline:
     def run_file(self, exp_id: str, run: str, name: str) -> str:
         return f"{self.results_root}/{exp_id}/{run}/{name}"
 
+    def _runs(self, exp_id: str) -> list[RunTarget]:
+        """The runs of an active experiment; an unknown id (a target typed by hand) is an error
+        that lists the valid ones."""
+        try:
+            return self.runs_by_experiment[exp_id]
+        except KeyError:
+            valid = ", ".join(self.runs_by_experiment) or "none"
+            raise ConfigError([_config_issue("target", f"names an unknown or archived experiment {exp_id!r} "
+                                             f"(experiments: {valid})")]) from None
+
     def experiment_records(self, exp_id: str) -> list[str]:
         """The aggregate's inputs: every result.yaml, and every failure.yaml that exists.
 
@@ -134,14 +144,35 @@ class Pipeline:
         rerun a failed sub (see rules/aggregate.smk).
         """
         files = []
-        for run in self.runs_by_experiment[exp_id]:
+        for run in self._runs(exp_id):
             files.append(self.run_file(exp_id, run.run, "result.yaml"))
             failure = self.run_file(exp_id, run.run, "failure.yaml")
             if os.path.exists(failure):
                 files.append(failure)
         return files
 
+    def set_aside_damaged_results(self) -> list[str]:
+        """Find result files that were truncated or edited on disk, move each into its run's
+        history/ (nothing is deleted) and record that in its failure.yaml, so that the next
+        Snakemake pass reruns the sub (see records.record_damage).
+
+        Done while the Snakefile is read, before Snakemake looks at any file (it caches what it
+        has seen), and so in a dry run too: the dry run then shows the rerun it announces.
+        """
+        damaged = []
+        for exp_id, runs in self.runs_by_experiment.items():
+            for run in runs:
+                path = Path(self.run_file(exp_id, run.run, "result.yaml"))
+                problem = records.damage_of(path) if path.exists() else None
+                if problem is not None:
+                    kept = records.record_damage(layout.RunPaths(path.parent), problem)
+                    damaged.append(str(path))
+                    print(f"labrunner: {path} is damaged ({problem}); moved to {kept}; {exp_id}/{run.run} will be rebuilt",
+                          file=sys.stderr)
+        return damaged
+
     def experiment_results(self, exp_id: str) -> str:
+        self._runs(exp_id)  # an unknown experiment in a target is an error, not a missing file
         return f"{self.results_root}/{exp_id}/results.yaml"
 
     def dependency_results(self, exp_id: str) -> list[str]:

@@ -1,0 +1,256 @@
+"""Fault injection through real Snakemake runs: interrupts, kills, damaged files, concurrency,
+secrets. Each test injects the real fault and checks that nothing is lost and the next run
+finishes the job (see docs/reliability.md for the list)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from labrunner.errors import RecordError
+from labrunner.records import read_record
+from workflow_support import BIN, PLAN, load, planned_subs, project_env, run, snakemake, write_project
+
+pytestmark = pytest.mark.slow
+
+SLOW_HANDLER = '''\
+import os
+import time
+from pathlib import Path
+
+
+def run(runner):
+    runner.log_metrics({"started": 1.0}, step=0)
+    print("working", flush=True)
+    slow = Path(os.environ["TINY_FLAGS"]) / "slow"  # sleeps up to its number of seconds, while it exists
+    deadline = time.monotonic() + (float(slow.read_text()) if slow.exists() else 0)
+    while slow.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return {"finding": "done", "metrics": {"acc": 0.9}}
+'''
+
+
+def slow_project(root: Path, wandb_mode: str = "disabled") -> Path:
+    plan = PLAN.replace("wandb: {mode: disabled}", f"wandb: {{mode: {wandb_mode}}}")
+    project = write_project(root, plan)
+    for name in ("a", "b", "c"):
+        (project / "handlers" / "e1-tiny" / f"{name}.py").write_text(SLOW_HANDLER)
+    return project
+
+
+def start(project: Path, *args: str, **env: str) -> subprocess.Popen[str]:
+    """Snakemake in its own process group, as a terminal runs it (Ctrl-C goes to the group)."""
+    return subprocess.Popen([str(BIN / "snakemake"), "--cores", "2", *args], cwd=project, env=project_env(project, **env),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def wait_until_working(project: Path, count: int, timeout_s: float = 60.0) -> list[str]:
+    """Wait until `count` handlers have printed their first line; return their sub ids."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        working = [sub for sub in ("a", "b", "c")
+                   if "working" in _text(project / "results" / "e1-tiny" / sub / "run.log")]
+        if len(working) >= count:
+            return working
+        time.sleep(0.2)
+    raise AssertionError(f"handlers did not start within {timeout_s}s")
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
+
+
+def assert_no_complete_looking_result(project: Path) -> None:
+    for result in (project / "results").rglob("result.yaml"):
+        read_record(result)  # raises RecordError if anything half-written were there
+
+
+def test_fault_ctrl_c_records_interrupts_and_the_next_run_finishes(tmp_path: Path) -> None:
+    project = slow_project(tmp_path / "proj", wandb_mode="offline")
+    (project / "flags" / "slow").write_text("60")
+    process = start(project, WANDB_MODE="offline")
+    working = wait_until_working(project, 2)
+    os.killpg(process.pid, signal.SIGINT)  # what Ctrl-C in a terminal does
+    output, _ = process.communicate(timeout=90)
+    assert process.returncode != 0
+
+    assert_no_complete_looking_result(project)
+    for sub in working:
+        assert not (project / "results" / "e1-tiny" / sub / "result.yaml").exists()
+        failure = load(project / "results" / "e1-tiny" / sub / "failure.yaml")
+        assert failure["error"]["type"] == "Interrupted", failure
+        assert failure["wandb"]["mode"] == "offline" and failure["wandb"]["id"]  # the W&B run was closed
+        assert failure["metrics_logged"]["count"] == 1
+
+    (project / "flags" / "slow").unlink()
+    done = run(project)  # no --rerun-incomplete typed: the profile has it
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert planned_subs(project) == []
+
+
+def test_fault_sigterm_to_snakemake_lets_running_subs_finish(tmp_path: Path) -> None:
+    project = slow_project(tmp_path / "proj")
+    (project / "flags" / "slow").write_text("4")
+    process = start(project)
+    working = wait_until_working(project, 2)
+    process.send_signal(signal.SIGTERM)  # to Snakemake alone: it starts nothing new
+    process.communicate(timeout=90)
+
+    for sub in working:
+        assert load(project / "results" / "e1-tiny" / sub / "result.yaml")["status"] == "completed"
+    assert not (project / "results" / "e2-next").exists()
+    assert_no_complete_looking_result(project)
+    (project / "flags" / "slow").unlink()
+    assert run(project).returncode == 0
+    assert planned_subs(project) == []
+
+
+def test_fault_job_killed_outright_reruns_next_time_as_lost(tmp_path: Path) -> None:
+    project = slow_project(tmp_path / "proj")
+    (project / "flags" / "slow").write_text("60")
+    process = start(project)
+    working = wait_until_working(project, 2)
+    victim = working[0]
+    supervisor = _labrunner_run_pid(victim)
+    os.kill(supervisor, signal.SIGKILL)  # the OOM killer, say: nothing gets to write anything
+    assert load(project / "results" / "e1-tiny" / victim / "failure.yaml")["status"] == "running"
+    assert _handler_gone(victim)  # the handler died with its supervisor
+    (project / "flags" / "slow").unlink()  # the other subs finish
+    process.communicate(timeout=120)
+    assert process.returncode != 0  # the killed sub is a failed job
+    assert not (project / "results" / "e1-tiny" / victim / "result.yaml").exists()
+
+    assert planned_subs(project) == [f"e1-tiny/{victim}", "e2-next/d"]
+    done = run(project)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    failure = load(project / "results" / "e1-tiny" / victim / "failure.yaml")
+    assert failure["status"] == "resolved" and failure["last_failure"]["error"]["type"] == "Lost"
+
+
+def _processes() -> dict[int, str]:
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except OSError:
+                continue
+    return found
+
+
+def _labrunner_run_pid(sub: str) -> int:
+    pids = [pid for pid, cmd in _processes().items() if f"labrunner run e1-tiny {sub} " in cmd and "/bin/sh" not in cmd]
+    assert len(pids) == 1, pids
+    return pids[0]
+
+
+def _handler_gone(sub: str, timeout_s: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        alive = [cmd for cmd in _processes().values() if "labrunner.worker" in cmd and f"/e1-tiny/{sub}/" in cmd]
+        if not alive:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def test_fault_damaged_result_is_named_and_rebuilt(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "proj")
+    assert run(project).returncode == 0
+    truncated = project / "results" / "e1-tiny" / "a" / "result.yaml"
+    truncated.write_text(truncated.read_text()[:40])
+    edited = project / "results" / "e1-tiny" / "b" / "result.yaml"
+    edited.write_text(edited.read_text().replace("acc: 0.95", "acc: 0.99"))
+
+    done = run(project)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "results/e1-tiny/a/result.yaml is damaged (it has no checksum line" in done.stderr
+    assert "results/e1-tiny/b/result.yaml is damaged (its checksum does not match" in done.stderr
+    for sub in ("a", "b"):
+        assert read_record(project / "results" / "e1-tiny" / sub / "result.yaml")["status"] == "completed"
+        kept = list((project / "results" / "e1-tiny" / sub / "history").glob("*-damaged-result.yaml"))
+        assert len(kept) == 1  # the damaged file is kept, not deleted
+    with pytest.raises(RecordError, match="damaged"):
+        read_record(kept[0])
+    assert planned_subs(project) == []
+
+
+CONCURRENT_HANDLER = '''\
+def run(runner):
+    me = runner.sub_id
+    for step in range(200):
+        runner.log_metrics({"who": float(ord(me)), "step_value": float(step)}, step=step)
+        runner.results.save_artifact("shared-name.txt", me * 1000)
+        runner.results.save_json_artifact(f"plots/{step % 5}.json", {"who": me, "step": step})
+    return {"finding": "wrote " + me, "metrics": {"acc": 0.9}}
+'''
+
+
+def test_fault_concurrent_subs_do_not_mix_files(tmp_path: Path) -> None:
+    plan = PLAN.replace("sub_experiments:\n      a:", "sub_experiments:\n      f: {}\n      g: {}\n      a:")
+    project = write_project(tmp_path / "proj", plan)
+    for name in ("a", "b", "c", "f", "g"):
+        (project / "handlers" / "e1-tiny" / f"{name}.py").write_text(CONCURRENT_HANDLER)
+    done = snakemake(project, "--cores", "4")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    for name in ("a", "b", "c", "f", "g"):
+        run_dir = project / "results" / "e1-tiny" / name
+        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+        assert len(lines) == 200
+        assert all(f'"who": {float(ord(name))}' in line for line in lines)
+        assert (run_dir / "artifacts" / "shared-name.txt").read_text() == name * 1000
+        assert all(f'"who": "{name}"' in p.read_text() for p in (run_dir / "artifacts" / "plots").iterdir())
+        assert not list(run_dir.glob("artifacts/**/.*.tmp"))  # no temporary file left behind
+
+
+SECRET_HANDLER = '''\
+import os
+
+
+def run(runner):
+    key = os.environ["WANDB_API_KEY"]
+    print("the key is", key, "and the modal token is", os.environ["MODAL_TOKEN_SECRET"], flush=True)
+    runner.log_metrics({"x": 1.0})
+    raise RuntimeError(f"could not authenticate with {key} / {os.environ['MODAL_TOKEN_ID']}")
+'''
+
+
+def test_fault_secrets_are_never_written(tmp_path: Path) -> None:
+    project = slow_project(tmp_path / "proj", wandb_mode="offline")
+    (project / "handlers" / "e1-tiny" / "a.py").write_text(SECRET_HANDLER)
+    values = {"WANDB_API_KEY": secrets.token_hex(20), "MODAL_TOKEN_ID": "ak-" + secrets.token_hex(10),
+              "MODAL_TOKEN_SECRET": "as-" + secrets.token_hex(10)}
+    done = run(project, WANDB_MODE="offline", **values)
+    assert done.returncode != 0
+    assert "RuntimeError: could not authenticate with ***" in done.stdout + done.stderr
+    written = [path for folder in ("results", "research") for path in (project / folder).rglob("*") if path.is_file()]
+    assert any(path.name == "failure.yaml" for path in written) and any("wandb" in path.parts for path in written)
+    for path in written:
+        data = path.read_bytes()
+        for name, value in values.items():
+            assert value.encode() not in data, f"{name} written to {path}"
+
+
+def test_fault_bad_command_line_values_stop_before_any_job(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "proj")
+    cases = {
+        ("--config", "stub=maybe"): "--config: stub: expected true or false, got 'maybe'",
+        ("--config", "backend=gpu"): "--config: backend: expected local or modal, got 'gpu'",
+        ("--config", "stubb=true"): "--config: stubb: unknown key; did you mean 'stub'?",
+        ("results/nope/results.yaml",): "names an unknown or archived experiment 'nope' (experiments: e1-tiny, e2-next)",
+        ("results/e1-tiny/zz/result.yaml",): "e1-tiny/zz is not a sub-experiment run of the plan",
+    }
+    for args, message in cases.items():
+        done = snakemake(project, "--cores", "2", *args)
+        assert done.returncode != 0, args
+        assert message in done.stdout + done.stderr, (args, done.stdout[-1500:])
+    assert not (project / "results").exists()
