@@ -178,6 +178,7 @@ def test_validate_return_flags_nonfinite_metrics() -> None:
 @pytest.mark.parametrize(("returned", "message"), [
     (None, r"the handler returned None \(is a `return` missing\?\); expected a dict like \{'finding'"),
     (0.97, r"the handler returned a float; expected a dict like \{'finding'"),
+    ([0.97, "found"], r"the handler returned a list; expected a dict like \{'finding'"),
     ({"metrics": {"acc": 1}}, r"the returned dict has no 'finding' \(keys: metrics\); expected \{'finding'"),
     ({"finding": "   "}, r"'finding' must be a non-empty sentence saying what was found, got '   '"),
     ({"finding": 3}, r"'finding' must be a non-empty sentence saying what was found, got 3"),

@@ -8,6 +8,7 @@ import io
 import math
 import os
 import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -463,3 +464,48 @@ def test_run_sub_process_that_leaves_the_group_does_not_stall_the_job(run_handle
     finally:
         if pid_file.exists():
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
+def test_run_sub_handler_that_runs_out_of_memory_gives_a_failure_record(run_handler: RunHandler) -> None:
+    # the fault is bounded by an address-space limit, so the test cannot take the machine down
+    outcome = run_handler("""
+        import resource
+
+        def s1(runner):
+            runner.log_metrics({"loss": 1.0}, step=0)
+            limit = 2 * 1024 ** 3
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+            hoard = []
+            while True:
+                hoard.append(bytearray(256 * 1024 ** 2))
+        """)
+
+    assert outcome.status == "failed"
+    error = outcome.record["error"]
+    assert error["type"] == "MemoryError"
+    assert "out of memory" in error["hint"]
+    assert error["handler_line"]["code"] == "hoard.append(bytearray(256 * 1024 ** 2))"
+    assert outcome.record["metrics_logged"]["count"] == 1
+    assert not outcome.paths.result.exists()
+
+
+def test_run_sub_disk_write_failure_gives_a_failure_record_that_says_so(run_handler: RunHandler, make_project: ProjectFactory) -> None:
+    root = make_project(one_sub_plan(), {f"handlers/{EXP}/{SUB}.py": "def s1(runner):\n    return {'finding': 'x'}\n"})
+    artifacts = root / "results" / EXP / SUB / "artifacts"
+    artifacts.mkdir(parents=True)
+    if subprocess.run(["chattr", "+i", str(artifacts)], capture_output=True).returncode != 0:
+        pytest.skip("chattr +i (an immutable folder, read-only even for root) is not available here")
+    try:
+        outcome = run_handler("""
+            def s1(runner):
+                path = runner.results.save_artifact("curve.csv", "a,b\\n1,2\\n")
+                return {"finding": "saved", "artifacts": [path]}
+            """, root=root)
+    finally:
+        subprocess.run(["chattr", "-i", str(artifacts)], check=True)
+
+    assert outcome.status == "failed"
+    error = outcome.record["error"]
+    assert error["type"] == "ArtifactError"
+    assert "could not write artifact 'curve.csv'" in error["message"] and "Operation not permitted" in error["message"]
+    assert "not writable" in error["hint"]

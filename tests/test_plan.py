@@ -457,3 +457,18 @@ def test_plan_empty_list_says_how_many_items_were_expected(make_project: Project
 
     assert error.key == "gates.g1.experiments"
     assert error.message == "expected at least 1 item, got 0"
+
+
+def test_plan_experiment_without_sub_experiments_is_an_error(make_project: ProjectFactory) -> None:
+    error = only_error(make_project("experiments:\n  e1:\n    name: nothing yet\n"))
+
+    assert (error.key, error.line) == ("experiments.e1", 2)
+    assert error.message == "has no sub_experiments; list at least one (or set archived: true)"
+
+
+@pytest.mark.parametrize("sub_id", ["../x", "a/b", ".hidden", "with space"])
+def test_plan_path_like_sub_id_is_an_error(sub_id: str, make_project: ProjectFactory) -> None:
+    error = only_error(make_project(f"experiments:\n  e1:\n    sub_experiments: ['{sub_id}']\n"))
+
+    assert error.key == f"experiments.e1.sub_experiments.{sub_id}"
+    assert "is not path-safe" in error.message
