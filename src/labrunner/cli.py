@@ -7,8 +7,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from labrunner.errors import LabrunnerError
+
+if TYPE_CHECKING:
+    from labrunner.execution import Backend
+    from labrunner.plan import Plan
 
 __all__ = ["main"]
 
@@ -65,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if seed is not None and seed not in spec.seeds:
         seeds = ", ".join(map(str, spec.seeds))
         raise LabrunnerError(f"seed {seed} is not among the seeds of {spec.key} in the plan ({seeds})")
-    backend = _backend(args.backend or os.environ.get(BACKEND_ENV) or spec.backend)
+    backend = _backend(args.backend or os.environ.get(BACKEND_ENV) or spec.backend, plan)
     outcome = run_sub(plan, spec, seed, stub=args.stub, results_root=args.results_dir, backend=backend)
     from labrunner.summary import describe_run
 
@@ -79,14 +84,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
-def _backend(name: str):  # type: ignore[no-untyped-def]
+def _backend(name: str, plan: Plan) -> Backend:
     from labrunner.execution import LocalBackend
 
     if name == "local":
         return LocalBackend()
+    from labrunner.backends import PROJECT_ROOT_ENV
+
+    os.environ[PROJECT_ROOT_ENV] = str(plan.root.resolve())  # the Modal image carries this project
     from labrunner.backends.modal_backend import ModalBackend
 
-    return ModalBackend()
+    return ModalBackend(secret_name=plan.model.defaults.modal_secret)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

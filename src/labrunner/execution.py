@@ -117,6 +117,7 @@ class LocalBackend(Backend):
                 process = subprocess.Popen(
                     command, cwd=request.context.project_root, env=env, stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+                    preexec_fn=_die_with_parent,
                 )
                 stops.attach(process.pid)
                 pump = _OutputPump(process.stdout, log, request.console, request.label)
@@ -128,6 +129,16 @@ class LocalBackend(Backend):
         if outcome is None:
             outcome = _death_outcome(process.returncode, timed_out, request, crash_path, stops.stopped)
         return outcome
+
+
+def _die_with_parent() -> None:
+    """In the handler's process, before it starts: on Linux, ask the kernel to kill it when the
+    supervisor dies (killed outright, say), so that no orphaned handler keeps a GPU busy."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
 
 
 def _wait(process: subprocess.Popen[bytes], timeout_s: float, crash_path: Path) -> bool:
@@ -478,6 +489,8 @@ def _record(plan: Plan, spec: SubSpec, seed: int, stub: bool, params: dict[str, 
         "python": platform.python_version(),
         "host": platform.node(),
     })
+    if outcome.get("backend_attempts", 1) > 1:  # a backend that had to call again (Modal, connection lost)
+        record["backend_attempts"] = outcome["backend_attempts"]
     return record
 
 

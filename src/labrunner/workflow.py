@@ -99,7 +99,13 @@ class Pipeline:
 
     def _relative(self, path: Path) -> str:
         """A path under the plan's project root, as Snakemake sees it from the working dir."""
+        if self._root_is_workdir:
+            return path.as_posix()
         return os.path.relpath(self.plan.root / path, self.workdir)
+
+    @cached_property
+    def _root_is_workdir(self) -> bool:
+        return os.path.abspath(self.plan.root) == os.path.abspath(self.workdir)
 
     @cached_property
     def runs_by_experiment(self) -> dict[str, list[RunTarget]]:
@@ -220,8 +226,8 @@ class Pipeline:
         cache = self.__dict__.setdefault("_handler_cache", {})
         if handler_file not in cache:
             absolute = self.plan.root / handler_file
-            files = [absolute] + sources.local_imports(absolute, self.plan.root)
-            cache[handler_file] = [os.path.relpath(path, self.workdir) for path in files]
+            modules = sources.local_imports(absolute, self.plan.root) if sources.module_info(absolute).imports else []
+            cache[handler_file] = [self._relative(handler_file)] + [os.path.relpath(path, self.workdir) for path in modules]
         return cache[handler_file]
 
     def run_params(self, exp_id: str, run: str) -> dict[str, Any]:
