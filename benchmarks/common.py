@@ -51,13 +51,25 @@ def make_plain(n_jobs: int) -> Path:
     return root
 
 
+def _once(command: list[str], cwd: Path, env: dict[str, str] | None) -> float:
+    start = time.perf_counter()
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env or os.environ.copy())
+    elapsed = time.perf_counter() - start
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed in {cwd}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+    return elapsed
+
+
 def timed(command: list[str], cwd: Path, repeats: int = 3, env: dict[str, str] | None = None) -> float:
     """Median wall time of a command, in seconds; fails loudly if the command fails."""
-    times = []
+    return statistics.median(_once(command, cwd, env) for _ in range(repeats))
+
+
+def timed_pair(first: tuple[list[str], Path], second: tuple[list[str], Path], repeats: int = 7) -> tuple[float, float]:
+    """Median wall times of two commands run alternately, so that a change in the machine's load
+    during the measurement weighs on both alike."""
+    times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        start = time.perf_counter()
-        done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env or os.environ.copy())
-        times.append(time.perf_counter() - start)
-        if done.returncode != 0:
-            raise SystemExit(f"{' '.join(command)} failed in {cwd}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return statistics.median(times)
+        for index, (command, cwd) in enumerate((first, second)):
+            times[index].append(_once(command, cwd, None))
+    return statistics.median(times[0]), statistics.median(times[1])

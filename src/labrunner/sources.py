@@ -41,9 +41,10 @@ class ModuleInfo:
 @lru_cache(maxsize=4096)
 def _parse(path: str, mtime_ns: int) -> ModuleInfo:
     del mtime_ns  # part of the cache key only: an edited file is parsed again
+    with open(path, "rb") as handle:  # IsADirectoryError for a folder: not a handler file
+        source = handle.read()
     try:
-        with open(path, "rb") as handle:
-            tree = ast.parse(handle.read(), filename=path)
+        tree = ast.parse(source, filename=path)
     except SyntaxError as exc:
         return ModuleInfo({}, (), f"syntax error at line {exc.lineno}: {exc.msg}")
     functions: dict[str, FunctionInfo] = {}
@@ -117,10 +118,10 @@ def resolve_handler(root: Path, handlers_dir: Path, sub_id: str, setting: str | 
     candidates = [function] if function else default_function_names(sub_id)
     if not check:
         return relative, candidates[0], []
-    path = root / relative
-    if not path.is_file():
+    try:
+        info = module_info(os.path.join(root, relative))
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return relative, candidates[0], [_missing_file(relative, root, candidates)]
-    info = module_info(path)
     if info.syntax_error:
         return relative, candidates[0], [f"handler file {relative} has a {info.syntax_error}"]
     found = next((name for name in candidates if name in info.functions), None)
