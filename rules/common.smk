@@ -41,8 +41,22 @@ def get_gpu_count(wildcards):
     return PIPELINE.gpu_count(wildcards.exp, wildcards.run)
 
 
-# a constant when no sub asks for a local GPU: input functions cost time on every job
-GPU_RESOURCE = get_gpu_count if PIPELINE.uses_local_gpus else 0
+def get_gpu_model(wildcards):
+    return PIPELINE.gpu_model(wildcards.exp, wildcards.run)
+
+
+def get_modal_gpu(wildcards):
+    return PIPELINE.modal_gpu(wildcards.exp, wildcards.run)
+
+
+# The GPU each job asks for: `gpu` (count, capped with `--resources gpu=N`) and `gpu_model` for
+# local jobs, which executor plugins such as SLURM's turn into `--gpus=<model>:<n>`; `modal_gpu`
+# for Modal jobs. Only when some sub asks for a GPU: per-job functions cost time on every job.
+GPU_RESOURCES = (
+    {"gpu": get_gpu_count, "gpu_model": get_gpu_model, "modal_gpu": get_modal_gpu}
+    if PIPELINE.uses_gpus
+    else {}
+)
 
 
 def get_experiment_records(wildcards):

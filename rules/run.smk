@@ -17,7 +17,7 @@ rule run_sub:
         # written by labrunner itself while the handler runs, and echoed to the console
         f"{RESULTS}/{{exp}}/{{run}}/run.log",
     resources:
-        gpu=GPU_RESOURCE,
+        **GPU_RESOURCES,
     conda:
         "../envs/labrunner.yaml"
     shell:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import shlex
 import sys
 from collections.abc import Mapping
@@ -255,14 +256,36 @@ class Pipeline:
             os.environ.pop(BACKEND_ENV, None)
 
     @cached_property
-    def uses_local_gpus(self) -> bool:
-        return any(self.gpu_count(exp_id, run.run) for exp_id, runs in self.runs_by_experiment.items() for run in runs)
+    def uses_gpus(self) -> bool:
+        return any(self._gpu(exp_id, run.run) for exp_id, runs in self.runs_by_experiment.items() for run in runs)
+
+    def _gpu(self, exp_id: str, run: str) -> tuple[str, int, str] | None:
+        """(backend, count, type) of the GPU a job asks for; None without one (stub runs ask
+        for none). The plan says `gpu: A100` or, Modal's way, `gpu: A100:2` for two."""
+        spec = self.run_target(exp_id, run).spec
+        if not spec.gpu or self.stub:
+            return None
+        kind, _, count = spec.gpu.partition(":")
+        return self.backend_of(spec), int(count) if count.isdigit() else 1, kind
 
     def gpu_count(self, exp_id: str, run: str) -> int:
-        """GPUs a job holds on this machine: local GPU jobs count against --resources gpu=N;
-        Modal jobs hold none here (and stub runs ask for no GPU anywhere)."""
-        spec = self.run_target(exp_id, run).spec
-        return int(bool(spec.gpu) and not self.stub and self.backend_of(spec) == "local")
+        """GPUs a job holds where Snakemake runs it (this machine, or a cluster node through an
+        executor): counts against `--resources gpu=N`; a Modal job holds none here."""
+        gpu = self._gpu(exp_id, run)
+        return gpu[1] if gpu and gpu[0] == "local" else 0
+
+    def gpu_model(self, exp_id: str, run: str) -> str:
+        """The GPU type for executors such as SLURM's (`--gpus=<model>:<n>`): lower case, and
+        only the characters they accept; "" when the job asks for no GPU here."""
+        gpu = self._gpu(exp_id, run)
+        if not gpu or gpu[0] != "local":
+            return ""
+        return re.sub(r"[^a-z0-9_.]", "_", gpu[2].lower())
+
+    def modal_gpu(self, exp_id: str, run: str) -> str:
+        """The GPU a Modal job asks Modal for (shown by `snakemake -n`); "" for none."""
+        gpu = self._gpu(exp_id, run)
+        return f"{gpu[2]}:{gpu[1]}" if gpu and gpu[0] == "modal" and gpu[1] > 1 else gpu[2] if gpu and gpu[0] == "modal" else ""
 
 
 
