@@ -285,7 +285,10 @@ class Pipeline:
     def modal_gpu(self, exp_id: str, run: str) -> str:
         """The GPU a Modal job asks Modal for (shown by `snakemake -n`); "" for none."""
         gpu = self._gpu(exp_id, run)
-        return f"{gpu[2]}:{gpu[1]}" if gpu and gpu[0] == "modal" and gpu[1] > 1 else gpu[2] if gpu and gpu[0] == "modal" else ""
+        if not gpu or gpu[0] != "modal":
+            return ""
+        _, count, kind = gpu
+        return kind if count == 1 else f"{kind}:{count}"
 
 
 
