@@ -1,0 +1,111 @@
+"""Aggregation from the records on disk: partial states, tables, gates, the status report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conftest import ProjectFactory
+from labrunner.aggregate import collect_experiment, collect_gates, metrics_markdown
+from labrunner.layout import RunPaths
+from labrunner.plan import Plan, load_plan
+from labrunner.records import mark_running, write_failure, write_result
+from labrunner.summary import status_report
+
+PLAN = """\
+project: {name: Agg}
+experiments:
+  e1:
+    success_criteria:
+      acc: {target: 0.9, acceptable: 0.8, failure: 0.5}
+    sub_experiments:
+      ok: {}
+      multi: {seeds: [0, 1]}
+      broken: {}
+      waiting: {}
+      busy: {}
+      later: {skip: "not yet"}
+  e2:
+    success_criteria:
+      acc: {target: 0.9, acceptable: 0.8}
+    sub_experiments: [solo]
+gates:
+  g1: {experiments: [e1]}
+  g2: {experiments: [e2]}
+"""
+HANDLERS = {f"handlers/{exp}/{sub}.py": f"def {sub}(runner):\n    pass\n"
+            for exp, subs in (("e1", ("ok", "multi", "broken", "waiting", "busy")), ("e2", ("solo",))) for sub in subs}
+
+
+@pytest.fixture
+def plan(make_project: ProjectFactory) -> Plan:
+    return load_plan(make_project(PLAN, HANDLERS) / "research" / "research_plan.yaml")
+
+
+def paths(plan: Plan, exp: str, run: str) -> RunPaths:
+    return RunPaths(plan.root / "results" / exp / run)
+
+
+def result(plan: Plan, exp: str, run: str, metrics: dict[str, Any], seed: int = 0) -> None:
+    record = {"experiment": exp, "sub": run.split("/")[0], "seed": seed, "finding": f"{run} done", "metrics": metrics,
+              "artifacts": [], "run_id": f"r-{run}", "ended_at": "2026-01-01T00:00:00+00:00", "duration_s": 1.0,
+              "attempts": 1}
+    write_result(paths(plan, exp, run), record, None)
+
+
+def test_aggregate_partial_states_are_each_reported(plan: Plan) -> None:
+    result(plan, "e1", "ok", {"acc": 0.85, "loss": 0.3})
+    result(plan, "e1", "multi/seed-0", {"acc": 0.92})
+    write_failure(paths(plan, "e1", "broken"), {"run_id": "x", "error": {"type": "KeyError", "message": "'probs'",
+                                                                          "hint": "print its keys"}}, None)
+    mark_running(paths(plan, "e1", "busy"), "y", "2026-01-01T00:00:00+00:00", 1, "local")
+
+    results = collect_experiment(plan, "e1")
+
+    statuses = {sub: data["status"] for sub, data in results["subs"].items()}
+    assert statuses == {"ok": "completed", "multi": "pending", "broken": "failed", "waiting": "pending",
+                        "busy": "running", "later": "skipped"}
+    assert results["status"] == "failed"
+    assert results["assessment"]["recommendation"] is None  # not until every sub completes
+    assert results["subs"]["broken"]["error"]["type"] == "KeyError"
+    assert results["verdicts"]["acc"]["source_sub"] == "multi"  # best so far, from the completed seed
+
+
+def test_aggregate_completed_experiment_gets_a_recommendation_and_its_gate(plan: Plan) -> None:
+    result(plan, "e2", "solo", {"acc": 0.95})
+    e2 = collect_experiment(plan, "e2")
+    assert e2["status"] == "completed" and e2["assessment"]["recommendation"] == "proceed"
+
+    gates = collect_gates(plan, {"e2": e2})
+    assert gates["g2"]["status"] == "passed" and gates["g2"]["blockers"] == []
+    assert gates["g1"]["status"] == "pending" and gates["g1"]["blockers"] == ["e1: not run yet"]
+
+
+def test_aggregate_table_tells_a_nan_from_a_metric_not_reported(plan: Plan) -> None:
+    result(plan, "e1", "ok", {"acc": float("nan"), "loss": 0.3})
+    result(plan, "e1", "multi/seed-0", {"acc": 0.92}, seed=0)
+    result(plan, "e1", "multi/seed-1", {"acc": 0.94}, seed=1)
+
+    table = metrics_markdown(collect_experiment(plan, "e1"))
+
+    rows = {tuple(cell.strip() for cell in line.split("|")[1:3]): line for line in table.splitlines()}
+    assert "nan" in rows[("ok", "0")] and "0.3" in rows[("ok", "0")]
+    assert "nan" not in rows[("multi", "1")]  # multi reported no loss: a blank, not a NaN
+    assert "## Mean ± sd over seeds" in table and "0.93 ± " in table
+
+
+def test_aggregate_status_report_lists_failures_with_hint_and_rerun_command(plan: Plan) -> None:
+    result(plan, "e1", "ok", {"acc": 0.85})
+    write_failure(paths(plan, "e1", "broken"), {"run_id": "x", "error": {
+        "type": "KeyError", "message": "'probs'", "hint": "print its keys",
+        "handler_line": {"file": "handlers/e1/broken.py", "line": 2, "function": "broken", "code": "x['probs']"}}}, None)
+
+    text, failed = status_report(plan)
+
+    assert failed
+    assert "Completed: 1  Failed: 1  Pending: 4  Skipped: 1" in text
+    assert "FAILED e1/broken" in text and "KeyError: 'probs'" in text
+    assert "at:    handlers/e1/broken.py:2 in broken: x['probs']" in text and "hint:  print its keys" in text
+    assert "snakemake --cores 4 research/FINDINGS.md" in text and "labrunner run e1 broken" in text
