@@ -301,15 +301,17 @@ def plot_criteria(results: Mapping[str, Any], path: Path) -> None:
             finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
             means.append(statistics.fmean(finite) if finite else float("nan"))
             axis.scatter([position] * len(finite), finite, color="black", s=10, zorder=3)
-        axis.bar(range(len(labels)), means, color="tab:blue", alpha=0.6)
+        # the mean as a bar-width mark, not a bar from zero: differences of a point or two must show
+        axis.scatter(range(len(labels)), means, marker="_", s=900, linewidths=2.5, color="tab:blue", zorder=2, label="mean")
         for tier in ("target", "acceptable", "failure"):
             if crit.get(tier) is not None:
                 axis.axhline(crit[tier], color=colors[tier], linestyle="--", linewidth=1, label=f"{tier} {crit[tier]:g}")
+        axis.set_xlim(-0.6, len(labels) - 0.4)
         axis.set_xticks(range(len(labels)), labels, rotation=30, ha="right")
         direction = crit.get("direction")
         axis.set_title(f"{metric} ({direction} is better)" if direction else metric, fontsize=10)
         if crit:
-            axis.legend(fontsize=7)
+            axis.legend(fontsize=7, loc="best", markerscale=0.4)
     figure.suptitle(results["name"], fontsize=11)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
