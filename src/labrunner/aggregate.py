@@ -41,16 +41,13 @@ class RunState:
 
 
 def _read_state(spec: SubSpec, seed: int, paths: RunPaths) -> RunState:
-    if paths.result.exists():
-        try:
+    try:
+        if paths.result.exists():
             return RunState(spec, seed, paths, COMPLETED, read_record(paths.result))
-        except RecordError as exc:
-            return RunState(spec, seed, paths, DAMAGED, {"error": {"type": "RecordError", "message": str(exc)}})
-    if paths.failure.exists():
-        try:
-            failure = read_record(paths.failure)
-        except RecordError as exc:
-            return RunState(spec, seed, paths, DAMAGED, {"error": {"type": "RecordError", "message": str(exc)}})
+        failure = read_record(paths.failure) if paths.failure.exists() else {}
+    except RecordError as exc:
+        return RunState(spec, seed, paths, DAMAGED, {"error": {"type": "RecordError", "message": str(exc)}})
+    if failure:
         status = failure.get("status")
         if status == FAILED:
             return RunState(spec, seed, paths, FAILED, failure)
@@ -146,11 +143,6 @@ def _mean_metrics(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return means
 
 
-def _criterion_view(crit: Criterion) -> Criterion:
-    """The criterion with its direction filled in, as the verdict functions expect."""
-    return crit.model_copy(update={"direction": resolved_direction(crit)})
-
-
 def _criterion_dict(crit: Criterion) -> dict[str, Any]:
     data = {"target": crit.target, "acceptable": crit.acceptable, "failure": crit.failure,
             "direction": resolved_direction(crit)}
@@ -187,7 +179,7 @@ def collect_experiment(plan: Plan, experiment_id: str, stub: bool = False,
                     observations[metric].append(verdicts.Observation(spec.sub_id, run["seed"], float(value)))
     status = _experiment_status(sub["status"] for sub in subs.values())
     borderline_pct = plan.model.defaults.borderline_pct
-    judged = [verdicts.evaluate_criterion(metric, _criterion_view(crit), observations[metric], borderline_pct=borderline_pct)
+    judged = [verdicts.evaluate_criterion(metric, crit.resolved(), observations[metric], borderline_pct=borderline_pct)
               for metric, crit in experiment.success_criteria.items()]
     counts = {key: sum(1 for sub in subs.values() if sub["status"] == key)
               for key in (COMPLETED, FAILED, RUNNING, PENDING, SKIPPED, DAMAGED)}

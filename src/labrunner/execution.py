@@ -10,7 +10,6 @@ timeout, a segfault or a SIGKILL of the handler still ends in a failure record.
 from __future__ import annotations
 
 import json
-import linecache
 import os
 import re
 import platform
@@ -22,19 +21,21 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
 from labrunner import __version__
 from labrunner.hints import hint_for
-from labrunner.layout import RunPaths, run_dir
+from labrunner.layout import RunPaths, results_root as default_results_root, run_dir
 from labrunner.plan import Plan, SubSpec
 from labrunner.records import COMPLETED, FAILED, mark_running, now_iso, write_failure, write_result
 from labrunner.redact import redact, secret_values
 from labrunner.runner import RunContext
 from labrunner.sources import file_sha256
 from labrunner.tracking import Tracker, TrackingRequest, effective_mode, project_slug, start_tracking
+from labrunner.worker import error_outcome, handler_location, is_project_file
 
 __all__ = ["AttemptRequest", "Backend", "LocalBackend", "SubRun", "run_sub"]
 
@@ -251,17 +252,11 @@ _FAULTHANDLER_FRAME = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+) i
 
 def _stack_handler_line(stack: str, context: RunContext) -> dict[str, Any] | None:
     """The innermost line of the project's own code in a faulthandler dump."""
-    root = str(Path(context.project_root).resolve())
-    own_package = str(Path(__file__).resolve().parent)
+    root = Path(context.project_root)
     for line in stack.splitlines():  # faulthandler prints the innermost frame first
         match = _FAULTHANDLER_FRAME.match(line)
-        if not match:
-            continue
-        filename = match["file"]
-        if filename.startswith(root) and not filename.startswith(own_package) and "site-packages" not in filename:
-            number = int(match["line"])
-            return {"file": os.path.relpath(filename, root), "line": number, "function": match["function"].strip(),
-                    "code": linecache.getline(filename, number).strip() or None}
+        if match and is_project_file(match["file"], root):
+            return handler_location(match["file"], int(match["line"]), match["function"].strip(), root)
     return None
 
 
@@ -341,6 +336,7 @@ class SubRun:
         return self.status == COMPLETED
 
 
+@lru_cache(maxsize=8)  # one `git rev-parse` per job, not one per record written
 def _git_commit(root: Path) -> str | None:
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
@@ -373,8 +369,6 @@ def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = 
             console: TextIO | None = None) -> SubRun:
     """Run one sub-experiment (one seed) with retries; write its records; never raise for a
     handler's failure."""
-    from labrunner.layout import results_root as default_results_root
-
     seed = spec.seeds[0] if seed is None else seed
     backend = backend or LocalBackend()
     console = console or sys.stdout
@@ -432,8 +426,6 @@ def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = 
 
 
 def _backend_failure(exc: Exception, root: Path) -> dict[str, Any]:
-    from labrunner.worker import error_outcome
-
     outcome = error_outcome(exc, root, [])
     outcome["error"]["message"] = f"the {type(exc).__name__} came from the backend, not the handler: {exc}"
     return outcome

@@ -157,6 +157,10 @@ class Criterion(_Model):
             raise ValueError("threshold must be a number, got NaN")
         return value
 
+    def resolved(self, **changes: Any) -> "Criterion":
+        """This criterion with its direction filled in (written or inferred), as verdicts need it."""
+        return self.model_copy(update={"direction": resolved_direction(self), **changes})
+
     def tiers(self) -> list[tuple[str, float]]:
         return [(name, value) for name, value in
                 (("target", self.target), ("acceptable", self.acceptable), ("failure", self.failure))

@@ -75,7 +75,7 @@ def damage_of(path: Path) -> str | None:
 def set_aside(path: Path) -> Path:
     """Move a damaged record into its run's history/ folder; return where it went."""
     path = Path(path)
-    target = path.parent / "history" / f"{now_iso().replace(':', '').replace('+', 'p')}-damaged-{path.name}"
+    target = path.parent / "history" / f"{_file_stamp(now_iso())}-damaged-{path.name}"
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, target)
     return target
@@ -166,8 +166,13 @@ def mark_running(paths: RunPaths, run_id: str, started_at: str, pid: int, backen
     return last
 
 
+def _file_stamp(iso_time: str) -> str:
+    """An ISO time usable in a file name on every system (no ':' or '+'), still sorting by time."""
+    return iso_time.replace(":", "").replace("+", "p")
+
+
 def _history(paths: RunPaths, record: dict[str, Any], kind: str, text: str) -> None:
-    stamp = str(record.get("ended_at") or now_iso()).replace(":", "").replace("+", "p")
+    stamp = _file_stamp(str(record.get("ended_at") or now_iso()))
     atomic_write_text(paths.history / f"{stamp}-{record.get('run_id', 'run')}.{kind}.yaml", text)
 
 

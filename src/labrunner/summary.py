@@ -37,11 +37,9 @@ def plan_summary(plan: Plan) -> str:
             lines.append(f"    {spec.sub_id:<16} {spec.handler_file.as_posix()}::{spec.handler_function}"
                          f"  [{where}, {spec.timeout_min:g} min{seeds}]")
         for metric, crit in exp.success_criteria.items():
-            from labrunner.plan import resolved_direction
-
             tiers = ", ".join(f"{name} {value:g}" for name, value in crit.tiers())
             source = f", from {crit.from_sub}" if crit.from_sub else ""
-            lines.append(f"    criterion {metric}: {tiers} ({resolved_direction(crit)} is better{source})")
+            lines.append(f"    criterion {metric}: {tiers} ({crit.resolved().direction} is better{source})")
     for gate_id, gate in plan.gates.items():
         unlocks = f" -> {gate.unlocks}" if gate.unlocks else ""
         lines.append(f"  gate {gate_id}: {', '.join(gate.experiments)}{unlocks}")
@@ -109,14 +107,13 @@ _TABLE_ROW_LIMIT = 60  # past this, the end-of-run summary shows only the rows t
 def _sub_verdicts(plan: Plan, exp_id: str, sub_id: str, metrics: dict[str, Any]) -> str:
     """How this sub's own values stand against the experiment's criteria."""
     from labrunner import verdicts
-    from labrunner.plan import resolved_direction
 
     parts = []
     for metric, crit in plan.experiments[exp_id].success_criteria.items():
         value = metrics.get(metric)
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             continue
-        view = crit.model_copy(update={"direction": resolved_direction(crit), "from_sub": None})
+        view = crit.resolved(from_sub=None)
         verdict = verdicts.evaluate_criterion(metric, view, [verdicts.Observation(sub_id, 0, float(value))],
                                               borderline_pct=plan.model.defaults.borderline_pct)
         parts.append(f"{metric}: {verdict.level}")

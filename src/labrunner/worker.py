@@ -12,6 +12,7 @@ import faulthandler
 import importlib
 import importlib.util
 import json
+import linecache
 import os
 import random
 import signal
@@ -26,7 +27,7 @@ from labrunner.convert import validate_return
 from labrunner.hints import hint_for
 from labrunner.runner import ExperimentRunner, RunContext, detect_device
 
-__all__ = ["HandlerTerminated", "error_outcome", "handler_frame", "main"]
+__all__ = ["HandlerTerminated", "error_outcome", "handler_frame", "handler_location", "is_project_file", "main"]
 
 OUTCOME_VERSION = 1
 
@@ -74,14 +75,27 @@ def _is_prefix(missing: str, handler_path: Path, root: Path) -> bool:
     return any(".".join(parts[:depth]) == missing for depth in range(1, len(parts) + 1))
 
 
+_OWN_PACKAGE = Path(__file__).resolve().parent
+
+
+def is_project_file(filename: str, project_root: Path) -> bool:
+    """Code the researcher wrote: under the project root, not labrunner, not installed packages."""
+    path = Path(filename).resolve()
+    return (path.is_relative_to(project_root.resolve()) and not path.is_relative_to(_OWN_PACKAGE)
+            and "site-packages" not in path.parts)
+
+
+def handler_location(filename: str, line: int | None, function: str | None, project_root: Path) -> dict[str, Any]:
+    """Where in the handler's code a failure happened, as records store it."""
+    code = linecache.getline(filename, line).strip() if line else ""
+    return {"file": _relative(filename, project_root), "line": line, "function": function, "code": code or None}
+
+
 def handler_frame(tb: TracebackType | None, project_root: Path) -> traceback.FrameSummary | None:
-    """The deepest frame in the project's own code (not labrunner, not installed packages)."""
-    root = str(project_root.resolve())
-    own_package = str(Path(__file__).resolve().parent)
+    """The deepest frame in the project's own code."""
     chosen = None
     for frame in traceback.extract_tb(tb):
-        filename = str(Path(frame.filename).resolve())
-        if filename.startswith(root) and not filename.startswith(own_package) and "site-packages" not in filename:
+        if is_project_file(frame.filename, project_root):
             chosen = frame
     return chosen
 
@@ -95,10 +109,7 @@ def error_outcome(exc: BaseException, project_root: Path, extra_warnings: list[s
     elif isinstance(exc, HandlerTerminated):
         error_type = "Terminated"
     text = "".join(traceback.format_exception(exc))
-    location = None
-    if frame is not None:
-        location = {"file": _relative(frame.filename, project_root), "line": frame.lineno,
-                    "function": frame.name, "code": (frame.line or "").strip()}
+    location = handler_location(frame.filename, frame.lineno, frame.name, project_root) if frame else None
     return {
         "status": "failed",
         "error": {
