@@ -139,6 +139,7 @@ def run(context: RunContext) -> dict[str, Any]:
         _seed_loaded_libraries(context.seed)
         runner = ExperimentRunner(context)
         returned = handler(runner)
+        runner.flush()  # metric lines still waiting for the GPU, before the outcome is reported
         output = validate_return(returned, runner.results.resolve)
         artifacts = output.artifacts + [name for name in runner.results.saved if name not in output.artifacts]
         return {
@@ -151,6 +152,8 @@ def run(context: RunContext) -> dict[str, Any]:
             "device": _device_used(),
         }
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a record
+        if runner is not None:
+            runner.close()  # also after SIGINT/SIGTERM (raised here): every line logged reaches metrics.jsonl
         outcome = error_outcome(exc, root, runner.warnings if runner else [])
         outcome["device"] = _device_used()
         return outcome
