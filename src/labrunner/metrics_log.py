@@ -59,12 +59,15 @@ class _CudaRead:
         self._host.copy_(tensor, non_blocking=True)
         self._event = torch.cuda.Event()
         self._event.record(torch.cuda.current_stream(tensor.device))
+        self._landed = False
 
     def done(self) -> bool:
-        return bool(self._event.query())
+        self._landed = self._landed or bool(self._event.query())
+        return self._landed
 
     def value(self) -> Any:
-        self._event.synchronize()  # returns at once when done() was True
+        if not self._landed:  # at flush, or past the bound
+            self._event.synchronize()
         self._source = None
         return self._host
 
