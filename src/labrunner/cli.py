@@ -61,7 +61,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from labrunner.execution import run_sub
     from labrunner.plan import load_plan
 
-    from labrunner.workflow import BACKEND_ENV, split_run
+    from labrunner.pipeline import BACKEND_ENV, split_run
 
     sub_id, run_seed = split_run(args.sub)
     seed = args.seed if args.seed is not None else run_seed

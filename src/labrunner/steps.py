@@ -1,6 +1,6 @@
 """The library calls behind the aggregate rules: one function per rule, plain arguments.
 
-The scripts in scripts/ read `snakemake.input/params/output` and call one of these; keeping the
+The scripts in workflow/scripts/ read `snakemake.input/params/output` and call one of these; keeping the
 logic here makes it testable without Snakemake and keeps the scripts free of logic.
 """
 

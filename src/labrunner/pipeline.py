@@ -1,6 +1,6 @@
 """The plan as Snakemake sees it: targets, job inputs, params and arguments.
 
-`rules/common.smk` builds one `Pipeline` from `--config` and names one input function after each
+`workflow/rules/common.smk` builds one `Pipeline` from `--config` and names one input function after each
 method here. Everything a rule needs is computed from the validated plan at DAG-building time,
 without importing handler code, and cached: a dry run of a thousand subs must stay cheap.
 """
@@ -148,7 +148,7 @@ class Pipeline:
 
         A failure record is written by the sub's own job (there is none before its first run),
         and any attempt rewrites it, newer than the aggregates: that is what makes the next run
-        rerun a failed sub (see rules/aggregate.smk).
+        rerun a failed sub (see workflow/rules/aggregate.smk).
         """
         files = []
         for run in self._runs(exp_id):

@@ -1,6 +1,6 @@
 # Plan loading (validated once, before any job starts) and every input function the rules use.
 from labrunner.errors import LabrunnerError
-from labrunner.workflow import Pipeline, put_labrunner_on_path
+from labrunner.pipeline import Pipeline, put_labrunner_on_path
 from labrunner.summary import print_run_summary
 
 try:
