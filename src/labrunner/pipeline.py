@@ -302,12 +302,13 @@ class Pipeline:
         """
         marked = []
         for exp_id, runs in self.runs_by_experiment.items():
-            reported = self._reported_runs(exp_id)
+            reported: set[str] | None = None  # read only when a run has no records at all
             for run in runs:
                 paths = layout.RunPaths(Path(self.run_file(exp_id, run.run, "result.yaml")).parent)
                 if paths.result.exists():
                     continue
                 if not paths.failure.exists():
+                    reported = self._reported_runs(exp_id) if reported is None else reported
                     if run.run in reported:
                         records.write_none(paths.failure)
                         marked.append(f"{exp_id}/{run.run}")
