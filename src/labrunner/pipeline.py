@@ -249,10 +249,6 @@ class Pipeline:
             (open_ if will_run.get(dep) else final).append(f"waits for {dep} ({upstream['status']})")
         return final, open_
 
-    def held_experiments(self) -> dict[str, str]:
-        """Experiments whose runs stay out of this run, and why."""
-        return dict(self._holds.held)
-
     def plan_digest(self, refresh: bool = False) -> str:
         """The plan file's content hash as the DAG was built from it (or, with refresh, now)."""
         digest = sources.file_sha256(self.plan.path) if self.plan.path.exists() else ""
