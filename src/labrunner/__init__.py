@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "MetricError": "labrunner.errors",
     "ArtifactError": "labrunner.errors",
     "BackendError": "labrunner.errors",
+    "StorageError": "labrunner.errors",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -54,7 +55,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from labrunner.errors import (
         ArtifactError, BackendError, ConfigError, FindingsError, HandlerError, HandlerReturnError, InputError,
-        LabrunnerError, MetricError, PlanError, RecordError,
+        LabrunnerError, MetricError, PlanError, RecordError, StorageError,
     )
     from labrunner.execution import Backend, LocalBackend, SubRun, run_sub
     from labrunner.plan import Plan, SubSpec, load_plan

@@ -17,6 +17,7 @@ from typing import Any
 
 from labrunner import layout, verdicts
 from labrunner.errors import RecordError
+from labrunner.files import atomic_write_text, atomic_writer
 from labrunner.layout import RunPaths
 from labrunner.plan import Criterion, Plan, SubSpec, resolved_direction
 from labrunner.records import COMPLETED, FAILED, RUNNING, read_record
@@ -306,18 +307,15 @@ def plot_criteria(results: Mapping[str, Any], path: Path) -> None:
             axis.legend(fontsize=7, loc="best", markerscale=0.4)
     figure.suptitle(results["name"], fontsize=11)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=110)
+    with atomic_writer(path) as handle:
+        figure.savefig(handle, format="png", dpi=110)
     plt.close(figure)
-    os.replace(tmp, path)
 
 
 def write_experiment_outputs(plan: Plan, experiment_id: str, stub: bool, results_path: Path,
                              table_md: Path, table_csv: Path, plot_path: Path) -> dict[str, Any]:
     """The experiment aggregate: results.yaml, metrics.md, metrics.csv, criteria.png."""
     from labrunner.records import now_iso
-    from labrunner.yamlio import atomic_write_text
 
     results = collect_experiment(plan, experiment_id, stub)
     results["generated_at"] = now_iso()

@@ -11,7 +11,10 @@
     │   ├── HandlerReturnError       ...returned a value of the wrong shape
     │   ├── MetricError              ...logged a metric that is not a number
     │   └── ArtifactError            ...named an artifact outside its folder, or writing it failed
-    └── BackendError                 a backend could not run a job (no Modal token, ...)
+    ├── BackendError                 a backend could not run a job (no Modal token, ...)
+    └── StorageError                 labrunner could not write one of its files (no space left on
+                                     device, a read-only folder, a folder where a file belongs);
+                                     an OSError too
 
 Errors raised inside a handler's process become failure records, never tracebacks of ours: the
 message of each class here is written to be read by the researcher as it stands.
@@ -36,6 +39,7 @@ __all__ = [
     "MetricError",
     "PlanError",
     "RecordError",
+    "StorageError",
 ]
 
 
@@ -110,3 +114,16 @@ class ArtifactError(HandlerError):
 
 class BackendError(LabrunnerError):
     """Raised when a backend cannot run a job at all (no Modal token, unknown GPU type, ...)."""
+
+
+class StorageError(LabrunnerError, OSError):
+    """Raised when labrunner cannot write one of its own files: no space left on device (with how
+    much was free), a read-only folder, a folder where the file belongs. It is an OSError as well,
+    so code that already handles OSError (an artifact write, say) handles it too."""
+
+    def __init__(self, path: str | Path, reason: str, errno_code: int | None = None) -> None:
+        OSError.__init__(self, errno_code, reason, str(path))
+        self.path, self.reason = str(path), reason
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.reason}"

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from labrunner.errors import FindingsError, Issue
-from labrunner.yamlio import atomic_write_text
+from labrunner.files import atomic_write_text
 
 __all__ = ["merge_blocks", "render_experiment_findings", "render_project_findings", "write_findings"]
 
@@ -101,21 +101,7 @@ def write_findings(path: Path, document: Document) -> None:
             return
     else:
         text = _first_version(document)
-    atomic_write_text_exact(path, text)
-
-
-def atomic_write_text_exact(path: Path, text: str) -> None:
-    """Write without newline translation, so CRLF files stay CRLF."""
-    if "\r\n" not in text:
-        atomic_write_text(path, text)
-        return
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)  # byte for byte: CRLF files stay CRLF; a symlink stays a link
 
 
 # --- formatting helpers -------------------------------------------------------------------------

@@ -1,17 +1,15 @@
-"""YAML in and out: safe loading that remembers lines and rejects duplicate keys, atomic writes.
+"""YAML in and out: safe loading that remembers lines and rejects duplicate keys and bombs.
 
 Plans are written by hand, so a duplicate key (which PyYAML silently resolves to the last value)
 is an error, and every mapping remembers the line of each key so that validation errors can
-point at it. Records are written by the pipeline and must never be seen half-written, so every
-write goes to a temporary file in the same folder and is renamed over the target.
+point at it. Records are written by the pipeline and must never be seen half-written: every
+write goes through `labrunner.files.atomic_write_text`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import yaml
 
 from labrunner.errors import InputError, Issue
+from labrunner.files import atomic_write_text
 
 try:  # libyaml's parser and emitter are 5-10x faster; fall back where PyYAML was built without it
     from yaml import CSafeDumper as _Dumper
@@ -183,22 +182,6 @@ _RecordDumper.add_representer(YamlMap, _RecordDumper.represent_dict)
 
 def dump_yaml(data: Mapping[str, Any] | list[Any]) -> str:
     return yaml.dump(data, Dumper=_RecordDumper, sort_keys=False, allow_unicode=True, width=100)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` so that readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_yaml(path: Path, data: Mapping[str, Any] | list[Any]) -> None:
