@@ -4,6 +4,7 @@ finishes the job (see docs/reliability.md for the list)."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -231,13 +232,80 @@ def test_fault_secrets_are_never_written(tmp_path: Path) -> None:
               "MODAL_TOKEN_SECRET": "as-" + secrets.token_hex(10)}
     done = run(project, WANDB_MODE="offline", **values)
     assert done.returncode != 0
-    assert "RuntimeError: could not authenticate with ***" in done.stdout + done.stderr
-    written = [path for folder in ("results", "research") for path in (project / folder).rglob("*") if path.is_file()]
+    console = done.stdout + done.stderr
+    assert "RuntimeError: could not authenticate with *** / ***" in console  # the message did reach the console
+    for name, value in values.items():
+        assert value not in console, f"{name} printed"
+    written = [path for path in project.rglob("*") if path.is_file()]
     assert any(path.name == "failure.yaml" for path in written) and any("wandb" in path.parts for path in written)
     for path in written:
         data = path.read_bytes()
         for name, value in values.items():
             assert value.encode() not in data, f"{name} written to {path}"
+
+
+def _pem_key() -> str:
+    """A private key as it sits in an environment variable: PEM lines of 64 characters."""
+    import base64
+
+    body = base64.b64encode(secrets.token_bytes(48 * 5 + 6)).decode()  # 5 full lines and one of 8
+    lines = [body[start:start + 64] for start in range(0, len(body), 64)]
+    return "\n".join(["-----BEGIN OPENSSH PRIVATE KEY-----", *lines, "-----END OPENSSH PRIVATE KEY-----", ""])
+
+
+LEAKY_HANDLER = '''\
+import json
+import os
+import sys
+
+
+def {name}(runner):
+    token, password, key = os.environ["HF_TOKEN"], os.environ["DB_PASSWORD"], os.environ["DEPLOY_PRIVATE_KEY"]
+    print("token", token, "password", password, flush=True)
+    print("escaped:", json.dumps(token), repr(token), json.dumps({{"key": key}}), repr(key), flush=True)
+    print(key, file=sys.stderr, flush=True)  # line by line into run.log
+    runner.log_metrics({{"acc": 0.5}}, step=0)
+    if {fail}:
+        raise RuntimeError(f"auth failed: token={{token!r}} password={{password}} key={{key}}")
+    return {{"finding": f"used token {{token}} and password {{password}}", "metrics": {{"acc": 0.9}},
+            "key_used": key, "token_json": json.dumps(token)}}
+'''
+
+
+def test_fault_secrets_printed_raised_and_returned_reach_no_file_and_no_console(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "proj")
+    # b succeeds (so that its experiment's aggregates and FINDINGS are written); d, after it, fails
+    (project / "handlers" / "e1-tiny" / "b.py").write_text(LEAKY_HANDLER.format(name="b", fail=False))
+    (project / "handlers" / "e2-next" / "d.py").write_text(LEAKY_HANDLER.format(name="d", fail=True))
+    key = _pem_key()
+    env = {"HF_TOKEN": f'hf_{secrets.token_hex(12)}"q\\{secrets.token_hex(6)}',  # a quote and a backslash inside
+           "DB_PASSWORD": "Pw" + "".join(secrets.choice("ghjkmnpqrstvwxyz") for _ in range(4)) + "!",  # short: 7 chars
+           "DEPLOY_PRIVATE_KEY": key}
+    done = run(project, **env)
+    assert done.returncode != 0  # d failed
+
+    console = done.stdout + done.stderr
+    # everything the handlers leaked did reach the console and the records, masked
+    assert "b: completed in" in console and "used token *** and password ***" in console
+    assert "error: RuntimeError: auth failed: token='***' password=*** key=***" in console
+    assert "[e2-next/d] token *** password ***" in console
+    run_log = (project / "results" / "e1-tiny" / "b" / "run.log").read_text()
+    assert run_log.count("***\n") >= len(key.splitlines())  # the key, a line at a time
+    assert load(project / "results" / "e1-tiny" / "b" / "result.yaml")["finding"] == "used token *** and password ***"
+    assert "used token *** and password ***" in (project / "research" / "experiments" / "e1-tiny" / "FINDINGS.md").read_text()
+
+    forbidden = {"HF_TOKEN": env["HF_TOKEN"], "HF_TOKEN as JSON": json.dumps(env["HF_TOKEN"])[1:-1],
+                 "HF_TOKEN as repr": repr(env["HF_TOKEN"])[1:-1], "DB_PASSWORD": env["DB_PASSWORD"],
+                 "the key as JSON": json.dumps(key)[1:-1]}
+    forbidden.update({f"line {number} of the key": line for number, line in enumerate(key.splitlines(), 1)})
+    for what, value in forbidden.items():
+        assert value not in console, f"{what} printed"
+    written = [path for path in project.rglob("*") if path.is_file()]
+    assert len(written) > 30  # records, logs, history, aggregates, FINDINGS, Snakemake's own files
+    for path in written:
+        data = path.read_bytes()
+        for what, value in forbidden.items():
+            assert value.encode() not in data, f"{what} written to {path}"
 
 
 def test_fault_bad_command_line_values_stop_before_any_job(tmp_path: Path) -> None:
