@@ -308,6 +308,47 @@ def test_fault_secrets_printed_raised_and_returned_reach_no_file_and_no_console(
             assert value.encode() not in data, f"{what} written to {path}"
 
 
+def _run_with_umask(project: Path, umask: int) -> subprocess.CompletedProcess[str]:
+    command = ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', str(BIN / "snakemake"), "--cores", "2"]
+    return subprocess.run(command, cwd=project, env=project_env(project), capture_output=True, text=True, timeout=300)
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
+
+
+def test_fault_written_files_follow_the_umask_keep_their_mode_and_symlinks(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "proj")
+    done = _run_with_umask(project, 0o002)  # a group that shares results
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    written = [path for folder in ("results", "research") for path in (project / folder).rglob("*")
+               if path.is_file() and path.name != "research_plan.yaml"]
+    names = {path.name for path in written}
+    assert {"result.yaml", "failure.yaml", "run.log", "metrics.jsonl", "note.txt", "results.yaml", "metrics.md",
+            "criteria.png", "gates.yaml", "FINDINGS.md", "aggregate.log"} <= names
+    assert any(path.parent.name == "history" for path in written)
+    assert {str(path.relative_to(project)): oct(_mode(path)) for path in written if _mode(path) != 0o664} == {}
+
+    findings = project / "research" / "experiments" / "e1-tiny" / "FINDINGS.md"
+    findings.chmod(0o640)  # the researcher's choice
+    project_findings = project / "research" / "FINDINGS.md"
+    kept_elsewhere = project / "notes" / "FINDINGS.md"  # a write-up kept in another folder, linked in
+    kept_elsewhere.parent.mkdir()
+    project_findings.rename(kept_elsewhere)
+    project_findings.symlink_to(Path("..") / "notes" / "FINDINGS.md")
+    plan = project / "research" / "research_plan.yaml"
+    plan.write_text(plan.read_text().replace("acc: {target: 0.9, acceptable: 0.8, failure: 0.5}",
+                                             "acc: {target: 0.93, acceptable: 0.8, failure: 0.5}"))
+    results = project / "results" / "e1-tiny" / "results.yaml"
+    done = _run_with_umask(project, 0o077)  # new files would be private; existing ones keep their mode
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+
+    assert "≥ 0.93" in findings.read_text() and _mode(findings) == 0o640
+    assert project_findings.is_symlink() and project_findings.resolve() == kept_elsewhere.resolve()
+    assert "gates" in kept_elsewhere.read_text().lower() and _mode(kept_elsewhere) == 0o664
+    assert "0.93" in results.read_text() and _mode(results) == 0o600  # Snakemake removed it first: a new file
+
+
 def test_fault_bad_command_line_values_stop_before_any_job(tmp_path: Path) -> None:
     project = write_project(tmp_path / "proj")
     cases = {

@@ -132,7 +132,7 @@ def storage_error(exc: OSError, path: Path) -> StorageError:
 def free_space_text(path: Path | str) -> str:
     """How much the file system holding `path` has free, for people: "12.0 KiB free on /mnt"."""
     folder = Path(os.path.abspath(path))
-    while not folder.exists() and folder != folder.parent:
+    while not folder.is_dir() and folder != folder.parent:
         folder = folder.parent
     try:
         free_bytes = shutil.disk_usage(folder).free

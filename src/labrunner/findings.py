@@ -38,7 +38,14 @@ class Document:
 
 
 def _block(name: str, content: str) -> str:
-    return f"<!-- labrunner:begin {name} -->\n{content.rstrip()}\n<!-- labrunner:end {name} -->"
+    return f"<!-- labrunner:begin {name} -->\n{_escape_comments(content).rstrip()}\n<!-- labrunner:end {name} -->"
+
+
+def _escape_comments(content: str) -> str:
+    """Generated text holds what handlers returned (findings, metric names, errors). An HTML comment
+    opener in it would be read as a marker by the next regeneration, or hide the rest of the page
+    when rendered; escaped, it shows as written."""
+    return content.replace("<!--", "&lt;!--")
 
 
 def _spans(text: str, path: str) -> list[tuple[str, int, int]]:
@@ -74,7 +81,7 @@ def merge_blocks(existing: str, blocks: Mapping[str, str], path: str = "FINDINGS
         if name not in blocks:
             continue
         pieces.append(existing[cursor:start])
-        pieces.append(newline + blocks[name].rstrip().replace("\n", newline) + newline)
+        pieces.append(newline + _escape_comments(blocks[name]).rstrip().replace("\n", newline) + newline)
         cursor = end
     pieces.append(existing[cursor:])
     return "".join(pieces)
