@@ -16,6 +16,7 @@ import pytest
 
 from labrunner.errors import RecordError
 from labrunner.records import read_record
+from conftest import MountFactory
 from workflow_support import BIN, PLAN, load, planned_subs, project_env, run, snakemake, write_project
 
 pytestmark = pytest.mark.slow
@@ -347,6 +348,88 @@ def test_fault_written_files_follow_the_umask_keep_their_mode_and_symlinks(tmp_p
     assert project_findings.is_symlink() and project_findings.resolve() == kept_elsewhere.resolve()
     assert "gates" in kept_elsewhere.read_text().lower() and _mode(kept_elsewhere) == 0o664
     assert "0.93" in results.read_text() and _mode(results) == 0o600  # Snakemake removed it first: a new file
+
+
+FULL_DISK_PLAN = """\
+project: {name: Full disk}
+wandb: {mode: disabled}
+defaults: {timeout_min: 2}
+experiments:
+  e1-tiny:
+    sub_experiments: [a, b]
+"""
+
+FILLER_HANDLER = '''\
+import os
+import time
+from pathlib import Path
+
+
+def a(runner):
+    runner.log_metrics({"acc": 0.1}, step=0)
+    flags = Path(os.environ["TINY_FLAGS"])
+    if not (flags / "fill").exists():
+        return {"finding": "a fits now", "metrics": {"acc": 0.8}}
+    deadline = time.monotonic() + 60
+    while not (flags / "b-running").exists() and time.monotonic() < deadline:  # fill the disk under b's feet
+        time.sleep(0.05)
+    try:
+        with open(runner.work_dir / "checkpoint.pt", "wb") as handle:
+            while True:
+                handle.write(b"x" * 65536)
+    finally:
+        print("a: the disk is full", "x" * 5000, flush=True)  # more than run.log's last block can take
+        (flags / "disk-full").write_text("")
+'''
+
+SIBLING_HANDLER = '''\
+import os
+import time
+from pathlib import Path
+
+
+def b(runner):
+    runner.log_metrics({"acc": 0.5}, step=0)
+    flags = Path(os.environ["TINY_FLAGS"])
+    (flags / "b-running").write_text("")
+    deadline = time.monotonic() + 60
+    while (flags / "fill").exists() and not (flags / "disk-full").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    print("b carries on", flush=True)
+    return {"finding": "b finished while the disk was full", "metrics": {"acc": 0.9}}
+'''
+
+
+def test_fault_full_disk_is_reported_as_such_and_spares_the_sibling(tmp_path: Path, small_fs: MountFactory) -> None:
+    project = write_project(tmp_path / "proj", FULL_DISK_PLAN)
+    (project / "handlers" / "e1-tiny" / "a.py").write_text(FILLER_HANDLER)
+    (project / "handlers" / "e1-tiny" / "b.py").write_text(SIBLING_HANDLER)
+    small_fs(project / "results", size_kib=8 * 1024)
+    (project / "flags" / "fill").write_text("")
+
+    done = run(project)
+
+    console = done.stdout + done.stderr
+    assert done.returncode != 0, console[-3000:]
+    assert "Traceback" not in console and "Errno 28] No space left on device" in console
+    assert "[e1-tiny/a] a: the disk is full xxx" in console  # the console still shows what run.log could not take
+    assert "xxx\nlabrunner: the rest of this output is not in run.log: cannot write " in console
+    a_dir, b_dir = project / "results" / "e1-tiny" / "a", project / "results" / "e1-tiny" / "b"
+    failure = load(a_dir / "failure.yaml")
+    assert failure["status"] == "failed" and failure["error"]["type"] == "OSError", failure
+    assert failure["error"]["message"] == "[Errno 28] No space left on device"
+    assert failure["error"]["handler_line"]["code"] == 'handle.write(b"x" * 65536)'
+    assert "the disk is full" in failure["error"]["hint"]
+    assert any(warning.startswith("no space left on device: ") and " free on the file system of " in warning
+               for warning in failure["warnings"]), failure["warnings"]
+    assert load(b_dir / "result.yaml")["finding"] == "b finished while the disk was full"  # the sibling is spared
+
+    (a_dir / "work" / "checkpoint.pt").unlink()  # the researcher frees space
+    (project / "flags" / "fill").unlink()
+    done = run(project)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    failure = load(a_dir / "failure.yaml")
+    assert failure["status"] == "resolved" and failure["last_failure"]["error"]["type"] == "OSError"  # not "Lost"
 
 
 def test_fault_bad_command_line_values_stop_before_any_job(tmp_path: Path) -> None:
