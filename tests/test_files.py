@@ -88,3 +88,20 @@ def test_files_space_reserve_gives_room_back_on_a_full_disk(tmp_path: Path, smal
     assert reserve.release() and not reserve.release()
     atomic_write_text(disk / "record.yaml", "x" * 100_000)
     assert SpaceReserve.claim(disk / "again", 256 * 1024).release() is False  # a full disk holds nothing back
+
+
+def test_files_aggregate_step_on_a_full_disk_prints_the_reason_not_a_traceback(
+        tmp_path: Path, small_fs: MountFactory, capfd: pytest.CaptureFixture[str]) -> None:
+    from labrunner import steps
+
+    disk = small_fs(tmp_path / "disk", size_kib=64)
+    fill_disk(disk)
+    log = tmp_path / "aggregate.log"
+
+    with pytest.raises(SystemExit) as caught, steps.logged(log):
+        atomic_write_text(disk / "metrics.csv", "x" * 100_000)
+
+    assert caught.value.code == 1
+    assert capfd.readouterr().err == (f"labrunner: step failed: cannot write {disk / 'metrics.csv'}: no space left on "
+                                      f"device (0 bytes free on the file system of {disk}) (log: {log})\n")
+    assert "Traceback (most recent call last)" in log.read_text()  # the details stay in the rule's log
