@@ -35,19 +35,20 @@ _DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
 _READ_ONLY = frozenset({errno.EACCES, errno.EPERM, errno.EROFS})
 
 
-def atomic_write_text(path: Path | str, text: str) -> None:
+def atomic_write_text(path: Path | str, text: str, durable: bool = True) -> None:
     """Write UTF-8 text atomically, byte for byte (no newline translation: CRLF files stay CRLF)."""
-    atomic_write_bytes(path, text.encode("utf-8"))
+    atomic_write_bytes(path, text.encode("utf-8"), durable)
 
 
-def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    with atomic_writer(path) as handle:
+def atomic_write_bytes(path: Path | str, data: bytes, durable: bool = True) -> None:
+    with atomic_writer(path, durable) as handle:
         handle.write(data)
 
 
 @contextlib.contextmanager
-def atomic_writer(path: Path | str) -> Iterator[BinaryIO]:
-    """A binary handle whose content replaces `path` when the block ends without an error."""
+def atomic_writer(path: Path | str, durable: bool = True) -> Iterator[BinaryIO]:
+    """A binary handle whose content replaces `path` when the block ends without an error.
+    `durable`: on disk before the rename (records); scratch files read back at once skip it."""
     shown = Path(path)
     target = _write_target(shown)
     tmp: Path | None = None
@@ -61,7 +62,8 @@ def atomic_writer(path: Path | str) -> Iterator[BinaryIO]:
             _keep_mode_and_owner(handle.fileno(), target)
             yield handle
             handle.flush()
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         os.replace(tmp, target)
         tmp = None
     except StorageError:

@@ -179,11 +179,11 @@ def write_outcome(path: Path, outcome: dict[str, Any], reserve: SpaceReserve | N
     """Atomically; on a full disk, into the space the worker held back at its start."""
     text = json.dumps(redact_data({"version": OUTCOME_VERSION, **outcome}), allow_nan=True)
     try:
-        atomic_write_text(path, text)
+        atomic_write_text(path, text, durable=False)  # read back by the supervisor as soon as this process exits
     except OSError as exc:
         if reserve is None or not is_disk_full(exc) or not reserve.release():
             raise
-        atomic_write_text(path, text)
+        atomic_write_text(path, text, durable=False)
 
 
 def main(argv: list[str] | None = None) -> int:
