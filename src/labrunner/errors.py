@@ -12,6 +12,9 @@
     │   ├── MetricError              ...logged a metric that is not a number
     │   └── ArtifactError            ...named an artifact outside its folder, or writing it failed
     ├── BackendError                 a backend could not run a job (no Modal token, ...)
+    ├── RunRefusedError              a run was not started, and nothing was changed
+    │   ├── RunLockedError           ...another attempt of the same run holds its lock
+    │   └── RunHeldError             ...it waits for a dependency or a gate that is not passed
     └── StorageError                 labrunner could not write one of its files (no space left on
                                      device, a read-only folder, a folder where a file belongs);
                                      an OSError too
@@ -39,6 +42,9 @@ __all__ = [
     "MetricError",
     "PlanError",
     "RecordError",
+    "RunHeldError",
+    "RunLockedError",
+    "RunRefusedError",
     "StorageError",
 ]
 
@@ -114,6 +120,19 @@ class ArtifactError(HandlerError):
 
 class BackendError(LabrunnerError):
     """Raised when a backend cannot run a job at all (no Modal token, unknown GPU type, ...)."""
+
+
+class RunRefusedError(LabrunnerError):
+    """Raised when `labrunner run` does not start a run; its message says why and what to do."""
+
+
+class RunLockedError(RunRefusedError):
+    """Raised when another attempt of the same run (a Snakemake job or a hand run) holds its lock."""
+
+
+class RunHeldError(RunRefusedError):
+    """Raised when a sub's experiment waits for a dependency that has not completed, or for a gate
+    that has not passed (unless gates are ignored for the run)."""
 
 
 class StorageError(LabrunnerError, OSError):

@@ -1,0 +1,115 @@
+# Plan loading (validated once, before any job starts) and every input function the rules use.
+from labrunner.errors import LabrunnerError
+from labrunner.pipeline import Pipeline, put_labrunner_on_path, forced_run
+from labrunner.summary import end_of_run
+
+try:
+    PIPELINE = Pipeline.from_config(
+        config, forced=forced_run(workflow.dag_settings), main_process=workflow.is_main_process
+    )
+except LabrunnerError as error:
+    raise WorkflowError(f"labrunner: {error}") from None
+
+RESULTS = PIPELINE.results_root
+# Parse-time work runs once, on the submitting side, never again inside a remote job: a result
+# file truncated or edited on disk is moved to its history/ and rebuilt; a run whose records are
+# gone is marked so that it is rebuilt; experiments held by a dependency or a gate are named.
+if workflow.is_main_process:
+    PIPELINE.plan_digest()
+    PIPELINE.set_aside_damaged_results()
+    PIPELINE.mark_unrecorded_runs()
+    PIPELINE.announce_holds()
+# jobs call the `labrunner` of the environment Snakemake runs in, activated or not
+put_labrunner_on_path()
+PIPELINE.export_backend()
+
+
+wildcard_constraints:
+    exp=r"[A-Za-z0-9][A-Za-z0-9._-]*",
+    run=r"[A-Za-z0-9][A-Za-z0-9._-]*(/seed-[0-9]+)?",
+
+
+def get_final_targets(wildcards):
+    return [PIPELINE.project_findings]
+
+
+def get_sub_inputs(wildcards):
+    # the handler file and the project modules it imports (an edit reruns the sub), and, for a
+    # run that waits for a dependency or a gate that may still change in this run, what it waits for
+    return PIPELINE.handler_inputs(wildcards.exp, wildcards.run) + PIPELINE.requirement_inputs(
+        wildcards.exp, wildcards.run
+    )
+
+
+def get_run_spec(wildcards):
+    return PIPELINE.run_spec(wildcards.exp, wildcards.run)
+
+
+def get_gpu_count(wildcards):
+    return PIPELINE.gpu_count(wildcards.exp, wildcards.run)
+
+
+def get_gpu_model(wildcards):
+    return PIPELINE.gpu_model(wildcards.exp, wildcards.run)
+
+
+def get_modal_gpu(wildcards):
+    return PIPELINE.modal_gpu(wildcards.exp, wildcards.run)
+
+
+# The GPU each job asks for: `gpu` (count, capped with `--resources gpu=N`) and `gpu_model` for
+# local jobs, which executor plugins such as SLURM's turn into `--gpus=<model>:<n>`; `modal_gpu`
+# for Modal jobs. Only when some sub asks for a GPU: per-job functions cost time on every job.
+GPU_RESOURCES = (
+    {"gpu": get_gpu_count, "gpu_model": get_gpu_model, "modal_gpu": get_modal_gpu}
+    if PIPELINE.uses_gpus
+    else {}
+)
+
+
+def get_experiment_records(wildcards):
+    # an experiment that requires gates asks the gates checkpoint first: its runs join the DAG
+    # only once the gates are up to date, and only if they passed (see Pipeline.experiment_records)
+    if PIPELINE.waits_for_gates(wildcards.exp):
+        gates_file = checkpoints.gates.get().output[0]
+        return PIPELINE.experiment_records(wildcards.exp, gates_file)
+    return PIPELINE.experiment_records(wildcards.exp)
+
+
+def get_experiment_results(wildcards):
+    return PIPELINE.experiment_results(wildcards.exp)
+
+
+def get_all_experiment_results(wildcards):
+    return PIPELINE.all_experiment_results()
+
+
+def get_gated_experiment_results(wildcards):
+    return PIPELINE.gated_experiment_results()
+
+
+def get_all_experiment_findings(wildcards):
+    return PIPELINE.all_experiment_findings()
+
+
+def is_stub(wildcards=None):
+    return PIPELINE.stub
+
+
+def ignores_gates(wildcards=None):
+    return PIPELINE.ignore_gates
+
+
+# The end of every run, whatever happened: the write-up is brought up to date with the records
+# (an aggregate that Snakemake skipped after a failure would otherwise go on describing an earlier
+# state), then the summary. A run whose jobs all succeeded still fails if its results are not
+# current (the plan or a handler was edited while it ran), so that an exit status of 0 always
+# means `snakemake -n` has nothing left to do.
+onsuccess:
+    problem = end_of_run(PIPELINE, success=True)
+    if problem:
+        raise WorkflowError(problem)
+
+
+onerror:
+    end_of_run(PIPELINE, success=False)
