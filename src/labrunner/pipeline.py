@@ -195,6 +195,7 @@ class Pipeline:
     def waits_for_gates(self, exp_id: str) -> bool:
         """Whether the experiment's runs depend on the gates' status (its aggregate then asks the
         `gates` checkpoint first, so that they are decided after the gates are up to date)."""
+        self._runs(exp_id)  # an unknown experiment in a target is an error that lists the valid ones
         return bool(self.plan.experiments[exp_id].requires) and not self.ignore_gates
 
     def closed_gates(self, exp_id: str, gates_file: str) -> list[str]:
