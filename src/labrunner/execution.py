@@ -392,6 +392,7 @@ class _MetricsForwarder:
     offset: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _draining: threading.Lock = field(default_factory=threading.Lock)  # stop() drains while the loop may still be
 
     def start(self) -> None:
         self.offset = self.path.stat().st_size if self.path.exists() else 0
@@ -403,6 +404,10 @@ class _MetricsForwarder:
             self.drain()
 
     def drain(self) -> None:
+        with self._draining:  # one reader at a time, so no line is sent twice
+            self._drain()
+
+    def _drain(self) -> None:
         if not self.path.exists():
             return
         with self.path.open("rb") as handle:
