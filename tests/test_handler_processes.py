@@ -4,6 +4,7 @@ signals heard twice, progress bars. Each test injects the real fault in a real h
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -266,30 +267,48 @@ def start_cli_run(root: Path) -> tuple[subprocess.Popen[str], int]:
         assert line and time.monotonic() < deadline, "the handler did not start"
 
 
-@pytest.mark.parametrize("order", ["supervisor, worker", "worker, supervisor", "worker, supervisor, worker"])
-def test_handler_sigterm_to_every_process_of_the_job_is_recorded_as_terminated(order: str, make_project: ProjectFactory) -> None:
-    # what SLURM's scancel and container runtimes do: every process of the job gets SIGTERM at once,
-    # so the handler's process hears it directly and again through its supervisor
-    root = make_project(one_sub_plan(retries=2), {f"handlers/{EXP}/{SUB}.py": SLEEPER})
-    process, worker = start_cli_run(root)
-    try:
-        for target in order.split(", "):
-            os.kill(process.pid if target == "supervisor" else worker, signal.SIGTERM)
-        _, err = process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+# what SLURM's scancel and container runtimes do: every process of the job gets SIGTERM at once, so
+# the handler's process hears it directly and again through its supervisor, a moment later; each
+# round is one `labrunner run`, and the order and gaps vary so that the later signals land at
+# different points of the handler's report
+SIGTERM_ROUNDS = [
+    ("supervisor", "worker"),
+    ("worker", "supervisor"),
+    ("worker", 0.005, "supervisor"),
+    ("worker", 0.02, "supervisor"),
+    ("supervisor", 0.005, "worker"),
+    ("worker", "supervisor", "worker"),
+    ("worker", "supervisor", *[0.002, "worker"] * 50),  # a storm: each report step gets one
+]
 
-    assert process.returncode == 1, err
-    record = read_record(root / "results" / EXP / SUB / "failure.yaml")
-    error = record["error"]
-    assert error["type"] == "Terminated", error
-    assert "SIGTERM" in error["message"]
-    assert error["handler_line"]["code"] == "time.sleep(60)"
-    assert f"handlers/{EXP}/{SUB}.py" in error["traceback"]
-    assert record["attempts"] == 1  # stopped from outside: not retried
-    assert record["metrics_logged"]["count"] == 1
+
+def test_handler_sigterm_to_every_process_of_the_job_is_recorded_as_terminated(make_project: ProjectFactory) -> None:
+    root = make_project(one_sub_plan(retries=2), {f"handlers/{EXP}/{SUB}.py": SLEEPER})
+    for steps in SIGTERM_ROUNDS:
+        process, worker = start_cli_run(root)
+        time.sleep(0.3)  # past its print, into the sleep
+        try:
+            for step in steps:
+                if isinstance(step, float):
+                    time.sleep(step)
+                else:
+                    with contextlib.suppress(ProcessLookupError):  # it may be done by now
+                        os.kill(process.pid if step == "supervisor" else worker, signal.SIGTERM)
+            _, err = process.communicate(timeout=30)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.communicate()
+
+        assert process.returncode == 1, (steps, err)
+        record = read_record(root / "results" / EXP / SUB / "failure.yaml")
+        error = record["error"]
+        assert error["type"] == "Terminated", (steps, error)
+        assert "SIGTERM" in error["message"], steps
+        assert (error["handler_line"] or {}).get("code") == "time.sleep(60)", (steps, error)
+        assert f"handlers/{EXP}/{SUB}.py" in (error["traceback"] or ""), steps
+        assert record["attempts"] == 1, steps  # stopped from outside: not retried
+        assert record["metrics_logged"]["count"] == 1, steps
 
 
 @pytest.mark.skipif(not LINUX, reason="PR_SET_PDEATHSIG is Linux's")
