@@ -4,6 +4,7 @@ finishes the job (see docs/reliability.md for the list)."""
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -107,6 +108,8 @@ def test_fault_sigterm_to_snakemake_lets_running_subs_finish(tmp_path: Path) -> 
 
     for sub in working:
         assert load(project / "results" / "e1-tiny" / sub / "result.yaml")["status"] == "completed"
+    (waiting,) = {"a", "b", "c"} - set(working)  # --cores 2: the third sub was waiting for a free core
+    assert not (project / "results" / "e1-tiny" / waiting).exists(), f"{waiting} started after the SIGTERM"
     assert not (project / "results" / "e2-next").exists()
     assert_no_complete_looking_result(project)
     (project / "flags" / "slow").unlink()
@@ -185,31 +188,50 @@ def test_fault_damaged_result_is_named_and_rebuilt(tmp_path: Path) -> None:
 
 
 CONCURRENT_HANDLER = '''\
+import os
+import time
+from pathlib import Path
+
+
 def run(runner):
-    me = runner.sub_id
+    me = f"{runner.sub_id}/{runner.seed}"
+    flags = Path(os.environ["TINY_FLAGS"])
+    (flags / f"started-{runner.sub_id}-{runner.seed}").touch()
+    deadline = time.monotonic() + 60  # wait for every run, so that all of them write at the same time
+    while len(list(flags.glob("started-*"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    peers = len(list(flags.glob("started-*")))
     for step in range(200):
-        runner.log_metrics({"who": float(ord(me)), "step_value": float(step)}, step=step)
+        runner.log_metrics({"who": float(ord(runner.sub_id) * 10 + runner.seed), "step_value": float(step)}, step=step)
         runner.results.save_artifact("shared-name.txt", me * 1000)
         runner.results.save_json_artifact(f"plots/{step % 5}.json", {"who": me, "step": step})
-    return {"finding": "wrote " + me, "metrics": {"acc": 0.9}}
+    return {"finding": "wrote " + me, "metrics": {"acc": 0.9, "peers": peers}}
 '''
 
 
 def test_fault_concurrent_subs_do_not_mix_files(tmp_path: Path) -> None:
-    plan = PLAN.replace("sub_experiments:\n      a:", "sub_experiments:\n      f: {}\n      g: {}\n      a:")
+    # four runs at once, two of them seeds of one sub (their folders share a parent), all writing
+    # the same file names, each told apart by what only it writes
+    plan = PLAN.replace("a: {params: {acc: 0.85, loss: 0.3}}", "a: {params: {acc: 0.85, loss: 0.3}, seeds: [0, 1]}")
     project = write_project(tmp_path / "proj", plan)
-    for name in ("a", "b", "c", "f", "g"):
+    for name in ("a", "b", "c"):
         (project / "handlers" / "e1-tiny" / f"{name}.py").write_text(CONCURRENT_HANDLER)
     done = snakemake(project, "--cores", "4")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    for name in ("a", "b", "c", "f", "g"):
-        run_dir = project / "results" / "e1-tiny" / name
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    runs = {"a/0": "a/seed-0", "a/1": "a/seed-1", "b/0": "b", "c/0": "c"}
+    for me, folder in runs.items():
+        run_dir = project / "results" / "e1-tiny" / folder
+        record = read_record(run_dir / "result.yaml")
+        assert (record["sub"], record["seed"], record["finding"]) == (me.split("/")[0], int(me.split("/")[1]), f"wrote {me}")
+        assert record["metrics"]["peers"] == 4, "the runs did not overlap: nothing was tested"
+        lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert len(lines) == 200
-        assert all(f'"who": {float(ord(name))}' in line for line in lines)
-        assert (run_dir / "artifacts" / "shared-name.txt").read_text() == name * 1000
-        assert all(f'"who": "{name}"' in p.read_text() for p in (run_dir / "artifacts" / "plots").iterdir())
-        assert not list(run_dir.glob("artifacts/**/.*.tmp"))  # no temporary file left behind
+        assert {line["run"] for line in lines} == {record["run_id"]}
+        assert {line["metrics"]["who"] for line in lines} == {float(ord(me[0]) * 10 + int(me[-1]))}
+        assert (run_dir / "artifacts" / "shared-name.txt").read_text() == me * 1000
+        plots = sorted((run_dir / "artifacts" / "plots").iterdir())
+        assert len(plots) == 5 and all(json.loads(p.read_text())["who"] == me for p in plots)
+    assert not [path for path in (project / "results").rglob("*") if path.name.endswith(".tmp")]  # none left behind
 
 
 SECRET_HANDLER = '''\
