@@ -108,7 +108,9 @@ def test_fault_sigterm_to_snakemake_lets_running_subs_finish(tmp_path: Path) -> 
 
     for sub in working:
         assert load(project / "results" / "e1-tiny" / sub / "result.yaml")["status"] == "completed"
-    (waiting,) = {"a", "b", "c"} - set(working)  # --cores 2: the third sub was waiting for a free core
+    not_started = {"a", "b", "c"} - set(working)  # --cores 2: the third sub was waiting for a free core
+    assert len(not_started) == 1, f"all three subs were running: {working}"
+    (waiting,) = not_started
     assert not (project / "results" / "e1-tiny" / waiting).exists(), f"{waiting} started after the SIGTERM"
     assert not (project / "results" / "e2-next").exists()
     assert_no_complete_looking_result(project)
