@@ -49,8 +49,9 @@ class Sweep:
     def warnings(self) -> list[str]:
         found = []
         if self.killed:
-            found.append(f"the handler left {_count(self.killed)} running outside its process group (a new session or "
-                         f"process group: {', '.join(self.killed)}); killed when the attempt ended")
+            found.append(f"the handler left {_count(self.killed)} running outside its process group, in a session or "
+                         f"group of {'their' if len(self.killed) > 1 else 'its'} own ({', '.join(self.killed)}); "
+                         "killed when the attempt ended")
         if self.survived:
             found.append(f"{_count(self.survived)} the handler started could not be killed and still "
                          f"{'run' if len(self.survived) > 1 else 'runs'}: {', '.join(self.survived)}")
@@ -156,7 +157,7 @@ def _ancestors(table: dict[int, _Process], pid: int) -> set[int]:
 
 def _describe(pid: int) -> str:
     try:
-        command = (_PROC / str(pid) / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        command = " ".join((_PROC / str(pid) / "cmdline").read_bytes().decode(errors="replace").replace("\0", " ").split())
     except OSError:
         command = ""
     return f"pid {pid} ({command[:80]})" if command else f"pid {pid}"
