@@ -47,7 +47,7 @@ LEFTOVER_THREADS_GRACE_S = 2.0  # after the outcome is written, how long threads
 _PR_SET_PDEATHSIG = 1
 
 
-class _StopSignals:
+class _HandlerStops:
     """SIGTERM and SIGINT as the handler's process sees them.
 
     The first one becomes an exception in the handler (HandlerTerminated, KeyboardInterrupt), so
@@ -79,7 +79,7 @@ class _StopSignals:
         raise HandlerTerminated(f"the handler process received {name}")
 
 
-_STOPS = _StopSignals()
+_STOPS = _HandlerStops()
 
 
 def import_handler(context: RunContext) -> Any:
