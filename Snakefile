@@ -1,15 +1,13 @@
-# labrunner: the research plan as a pipeline of file targets. Table of contents only; the rules
-# live in rules/, the logic in src/labrunner/. `snakemake -n` shows what would run and why.
-from snakemake.utils import min_version
-
-min_version("9.0")
-
-
-include: "rules/common.smk"
-include: "rules/run.smk"
-include: "rules/aggregate.smk"
+# labrunner: the research plan (research/research_plan.yaml) as a pipeline of file targets.
+# The workflow ships inside the installed labrunner package and is pulled in here, so an upgrade
+# never leaves stale copies of the rules behind. Written by `labrunner init`.
+from labrunner.workflow import snakefile
 
 
+include: snakefile()
+
+
+# the default target: the project FINDINGS.md and everything it needs (add your own targets here)
 rule all:
     input:
         get_final_targets,

@@ -22,7 +22,7 @@ def snakemake_cmd() -> list[str]:
 def make_project(n_experiments: int, subs_per_experiment: int, handler_body: str, wandb_mode: str = "disabled") -> Path:
     """A labrunner project with the repo's Snakefile, rules and profile, and a generated plan."""
     root = Path(tempfile.mkdtemp(prefix="labrunner-bench-"))
-    for item in ("Snakefile", "rules", "scripts", "profiles", "envs"):
+    for item in ("Snakefile", "profiles"):
         source = REPO / item
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / item)
     lines = ["project: {name: bench}", f"wandb: {{mode: {wandb_mode}}}", "experiments:"]

@@ -111,8 +111,9 @@ def test_fault_sigterm_to_snakemake_lets_running_subs_finish(tmp_path: Path) -> 
     not_started = {"a", "b", "c"} - set(working)  # --cores 2: the third sub was waiting for a free core
     assert len(not_started) == 1, f"all three subs were running: {working}"
     (waiting,) = not_started
-    assert not (project / "results" / "e1-tiny" / waiting).exists(), f"{waiting} started after the SIGTERM"
-    assert not (project / "results" / "e2-next").exists()
+    waiting_dir = project / "results" / "e1-tiny" / waiting
+    assert not (waiting_dir / "run.log").exists() and not (waiting_dir / "result.yaml").exists(), f"{waiting} started after the SIGTERM"
+    assert not (project / "results" / "e2-next" / "d").exists()  # the write-up is there, no run of d
     assert_no_complete_looking_result(project)
     (project / "flags" / "slow").unlink()
     assert run(project).returncode == 0

@@ -62,7 +62,7 @@ def {name}(runner):
 
 def write_project(root: Path, plan: str = PLAN) -> Path:
     root.mkdir(parents=True, exist_ok=True)
-    for item in ("Snakefile", "rules", "scripts", "profiles", "envs"):
+    for item in ("Snakefile", "profiles"):
         source = REPO / item
         (shutil.copytree if source.is_dir() else shutil.copy)(source, root / item)
     (root / "research").mkdir(exist_ok=True)
