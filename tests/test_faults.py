@@ -126,10 +126,10 @@ def test_fault_job_killed_outright_reruns_next_time_as_lost(tmp_path: Path) -> N
     process = start(project)
     working = wait_until_working(project, 2)
     victim = working[0]
-    supervisor = _labrunner_run_pid(victim)
+    supervisor = _labrunner_run_pid(project, victim)
     os.kill(supervisor, signal.SIGKILL)  # the OOM killer, say: nothing gets to write anything
     assert load(project / "results" / "e1-tiny" / victim / "failure.yaml")["status"] == "running"
-    assert _handler_gone(victim)  # the handler died with its supervisor
+    assert _handler_gone(project, victim)  # the handler died with its supervisor
     (project / "flags" / "slow").unlink()  # the other subs finish
     process.communicate(timeout=120)
     assert process.returncode != 0  # the killed sub is a failed job
@@ -153,16 +153,25 @@ def _processes() -> dict[int, str]:
     return found
 
 
-def _labrunner_run_pid(sub: str) -> int:
-    pids = [pid for pid, cmd in _processes().items() if f"labrunner run e1-tiny {sub} " in cmd and "/bin/sh" not in cmd]
+def _labrunner_run_pid(project: Path, sub: str) -> int:
+    """The supervisor of `sub` in this project (other tests, or other checkouts, may run the same)."""
+    pids = [pid for pid, cmd in _processes().items()
+            if f"labrunner run e1-tiny {sub} " in cmd and "/bin/sh" not in cmd and _cwd(pid) == project.resolve()]
     assert len(pids) == 1, pids
     return pids[0]
 
 
-def _handler_gone(sub: str, timeout_s: float = 10.0) -> bool:
+def _cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+
+
+def _handler_gone(project: Path, sub: str, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        alive = [cmd for cmd in _processes().values() if "labrunner.worker" in cmd and f"/e1-tiny/{sub}/" in cmd]
+        alive = [cmd for cmd in _processes().values() if "labrunner.worker" in cmd and f"{project.resolve()}/results/e1-tiny/{sub}/" in cmd]
         if not alive:
             return True
         time.sleep(0.2)
