@@ -4,7 +4,8 @@
 failure.yaml, starts the W&B run, asks a backend to run the handler once per attempt (retrying
 failed attempts up to `retries`), forwards logged metrics to W&B as they arrive, and writes the
 result or failure record. The local backend supervises the handler in a child process, so a
-timeout, a segfault or a SIGKILL of the handler still ends in a failure record.
+timeout, a segfault or a SIGKILL of the handler still ends in a failure record, and every process
+the handler started ends with its attempt (see `labrunner.proctree`).
 """
 
 from __future__ import annotations

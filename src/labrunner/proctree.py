@@ -85,19 +85,19 @@ class ProcessTree:
         if not self.available:
             return result
         described: dict[int, str] = {}  # those outside the handler's group: the group was killed already
+        alive = self._leftovers()
         for _ in range(5):  # a process may fork while we kill: look again until nothing is left
-            targets = self._leftovers()
-            if not targets:
+            if not alive:
                 break
-            for pid, process in targets.items():
+            for pid, process in alive.items():
                 if process.pgid != self.root_pid:
                     described.setdefault(pid, _describe(pid))
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except (ProcessLookupError, PermissionError):
                     pass
-            _wait_gone(set(targets), SWEEP_WAIT_S)
-        alive = self._leftovers()
+            _wait_gone(set(alive), SWEEP_WAIT_S)
+            alive = self._leftovers()
         result.survived = [described.get(pid) or _describe(pid) for pid in sorted(alive)]
         result.killed = [text for pid, text in sorted(described.items()) if pid not in alive]
         return result
