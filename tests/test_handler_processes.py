@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -189,7 +188,7 @@ def test_handler_process_that_leaves_its_group_is_killed_and_reported(how: str, 
         time.sleep(0.3)
         assert beacon_file.stat().st_size == size  # nothing writes into the results folder any more
         warnings = read_record(outcome.paths.result)["warnings"]
-        assert any(f"the handler left 1 process running outside its process group" in warning and f"pid {pid} " in warning
+        assert any("the handler left 1 process running outside its process group" in warning and f"pid {pid} " in warning
                    for warning in warnings), warnings
     finally:
         kill_if_alive(pid)
