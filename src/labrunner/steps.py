@@ -36,9 +36,10 @@ def logged(log_path: str | Path) -> Iterator[None]:
 
 
 def aggregate_experiment(plan_path: str, experiment_id: str, stub: bool, results: str, table_md: str,
-                         table_csv: str, plot: str) -> None:
+                         table_csv: str, plot: str, sweeps: str | None = None) -> None:
     plan = load_plan(Path(plan_path), check_handlers=False)
-    data = write_experiment_outputs(plan, experiment_id, stub, Path(results), Path(table_md), Path(table_csv), Path(plot))
+    data = write_experiment_outputs(plan, experiment_id, stub, Path(results), Path(table_md), Path(table_csv), Path(plot),
+                                    Path(sweeps) if sweeps else None)
     print(f"{experiment_id}: {data['status']}, recommendation {data['assessment'].get('recommendation')}")
 
 

@@ -88,7 +88,7 @@ def relation(value: float, level: str, tiers: Tiers) -> str:
     if level == ACCEPTABLE:
         assert acceptable is not None
         text = f"meets the {fmt(acceptable)} acceptable threshold{_gap(value, acceptable, 'meets it')}"
-        return text + (f" but misses the {fmt(target)} target" if target is not None else "")
+        return text + (f" but misses the {fmt(target)} target{_gap(value, target, 'misses it')}" if target is not None else "")
     # misses acceptable: short of acceptable, or of the target when it is the only bar above failure
     bar, name = (acceptable, "acceptable threshold") if acceptable is not None else (target, "target")
     assert bar is not None
