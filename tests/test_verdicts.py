@@ -599,7 +599,7 @@ def test_recommend_pivot_on_any_failure_naming_metric() -> None:
 @pytest.mark.parametrize(
     "verdict",
     [
-        judge(ACCURACY, 0.901),  # below acceptable, not borderline
+        judge(ACCURACY, 0.901),  # misses acceptable, not borderline
         evaluate_criterion("accuracy", ACCURACY, []),  # not measured
         judge(ACCURACY, math.nan),  # invalid
         judge(ACCURACY, 0.955),  # acceptable but borderline
