@@ -106,10 +106,6 @@ def test_aggregate_sweep_table_names_the_best_combination_as_a_selection(plan: P
 
 def test_findings_show_comparison_per_seed_table_and_sweep_table(plan: Plan) -> None:
     results = collect_experiment(plan, "e1")
-    write_experiment_outputs(plan, "e1", False, *(plan.root / "results" / "e1" / name for name in
-                             ("results.yaml", "metrics.md", "metrics.csv", "criteria.png", "sweeps")))
-    results = collect_experiment(plan, "e1")
-    results["sweeps"]["sweep"]["plot"] = "results/e1/sweeps/sweep.png"
     findings = Path("research/experiments/e1/FINDINGS.md")
     blocks = render_experiment_findings(results, findings, plan.root, "results/e1/results.yaml").blocks
     key = blocks["key-metrics"]
@@ -145,7 +141,7 @@ def test_sweep_plot_has_one_series_per_combination_of_the_other_parameters(plan:
 def test_aggregate_writes_valid_pngs_for_criteria_with_comparisons_and_for_each_sweep(plan: Plan) -> None:
     out = plan.root / "results" / "e1"
     results = write_experiment_outputs(plan, "e1", False, out / "results.yaml", out / "metrics.md", out / "metrics.csv",
-                                       out / "criteria.png", out / "sweeps")
+                                       out / "criteria.png", sweeps_dir=out / "sweeps")
     for path in (out / "criteria.png", out / "sweeps" / "sweep.png"):
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", path
         assert matplotlib.image.imread(path).shape[0] > 100

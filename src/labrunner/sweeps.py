@@ -16,17 +16,24 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from labrunner import verdicts
+from labrunner import layout, verdicts
 from labrunner.plan import Criterion, Plan, SubSpec
 
-__all__ = ["collect_sweeps", "sweep_figure", "write_sweep_plots"]
+__all__ = ["collect_sweeps", "sweep_figure", "sweep_plot_path", "write_sweep_plots"]
 
 _MAX_METRICS = 4  # rows of panels when no criterion says which metrics matter
 
 
+def sweep_plot_path(experiment_id: str, sweep_id: str, stub: bool = False) -> Path:
+    """results/<exp>/sweeps/<sub>.png, relative to the project root (the rule's `sweeps` folder)."""
+    return layout.experiment_results_dir(experiment_id, stub) / "sweeps" / f"{sweep_id}.png"
+
+
 def collect_sweeps(plan: Plan, experiment_id: str, subs: Mapping[str, Any],
-                   observations: Mapping[str, Sequence[verdicts.Observation]]) -> dict[str, Any]:
-    """results.yaml's `sweeps`: per swept sub, its combinations with their means, and the best."""
+                   observations: Mapping[str, Sequence[verdicts.Observation]], stub: bool = False) -> dict[str, Any]:
+    """results.yaml's `sweeps`: per swept sub, its combinations with their means, the best, and
+    where its plot goes (named here, not when it is drawn, so that the same records always give
+    the same results.yaml)."""
     experiment = plan.experiments[experiment_id]
     criteria = {metric: crit for metric, crit in experiment.success_criteria.items() if crit.compare is None}
     sweeps: dict[str, Any] = {}
@@ -37,6 +44,7 @@ def collect_sweeps(plan: Plan, experiment_id: str, subs: Mapping[str, Any],
             "metrics": metrics,
             "combinations": [_combination(spec, subs[spec.sub_id], metrics) for spec in specs],
             "best": _best(specs, criteria, observations, plan.model.defaults.borderline_pct),
+            "plot": sweep_plot_path(experiment_id, sweep_id, stub).as_posix(),
         }
     return sweeps
 
@@ -161,13 +169,14 @@ def _distinct(values: Sequence[Any]) -> list[Any]:
     return seen
 
 
-def write_sweep_plots(results: dict[str, Any], folder: Path, root: Path) -> None:
-    """One PNG per sweep in `folder` (made even when there is none: it is the rule's output);
-    each sweep's entry in `results` gets the path of its plot, relative to the project root."""
+def write_sweep_plots(results: Mapping[str, Any], folder: Path) -> list[Path]:
+    """One PNG per sweep in `folder` (made even when there is none: it is the rule's output)."""
     folder.mkdir(parents=True, exist_ok=True)
+    written = []
     for sweep_id, sweep in (results.get("sweeps") or {}).items():
         path = folder / f"{sweep_id}.png"
         tmp = path.with_name(f".{path.name}.tmp.png")
         sweep_figure(sweep_id, sweep, results["subs"], results["criteria"]).savefig(tmp, dpi=110)
         os.replace(tmp, path)
-        sweep["plot"] = os.path.relpath(path.resolve(), root.resolve())
+        written.append(path)
+    return written
