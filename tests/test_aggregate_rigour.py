@@ -10,7 +10,7 @@ import matplotlib
 import pytest
 from scipy import stats as scipy_stats
 
-from conftest import PLAN_FILE, ProjectFactory
+from conftest import PLAN_FILE, ProjectFactory, result_record
 from labrunner.aggregate import collect_experiment, draw_comparison, write_experiment_outputs
 from labrunner.findings import render_experiment_findings
 from labrunner.layout import RunPaths
@@ -58,9 +58,7 @@ def plan(make_project: ProjectFactory) -> Plan:
 
 
 def write(plan: Plan, run: str, sub: str, seed: int, metrics: dict[str, Any]) -> None:
-    record = {"experiment": "e1", "sub": sub, "seed": seed, "finding": "done", "metrics": metrics, "artifacts": [],
-              "run_id": f"r-{run}", "ended_at": "2026-01-01T00:00:00+00:00", "duration_s": 1.0, "attempts": 1}
-    write_result(RunPaths(plan.root / "results" / "e1" / run), record, None)
+    write_result(RunPaths(plan.root / "results" / "e1" / run), result_record(plan, "e1", sub, metrics, seed), None)
 
 
 def test_aggregate_comparison_verdicts_paired_and_welch(plan: Plan) -> None:
