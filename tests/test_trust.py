@@ -278,3 +278,15 @@ def test_trust_a_recorded_decision_opens_a_gate_and_a_disagreement_is_flagged(tm
     top = findings(project)
     assert "proceed by ada (2026-11-27): the floor is too strict" in top
     assert "the recorded decision disagrees with the results" in top
+
+
+def test_trust_a_result_or_run_folder_deleted_by_hand_is_rebuilt_not_reported_as_current(project: Path) -> None:
+    assert run(project).returncode == 0
+    (project / E1 / "a/result.yaml").unlink()
+    shutil.rmtree(project / E1 / "c")
+
+    assert planned_subs(project) == ["e1-tiny/a", "e1-tiny/c"]
+    shown = status(project)
+    assert "ResultMissing" in shown.stdout and "e1-tiny: failed" in shown.stdout
+    assert run(project).returncode == 0
+    assert nothing_to_do(project)
