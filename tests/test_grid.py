@@ -130,7 +130,7 @@ def test_plan_validate_one_combination_checks_its_handler(make_project: ProjectF
     ("{lr: 0.1}", "experiments.e1.sub_experiments.s.grid.lr: expected a valid list"),
     ("{epochs: [1, 2]}", "experiments.e1.sub_experiments.s.grid.epochs: epochs is in both params and grid"),
     ("{opt: ['a b', a_b]}", "the combinations {'opt': 'a b'} and {'opt': 'a_b'} both get the id 's.opt-a_b'"),
-    ("{" + "x" * 250 + ": [1]}", "characters, over 200; use a shorter sub id"),
+    ("{" + "x" * 250 + ": [1]}", "the combination id 's.xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx...' is 254 bytes long"),
 ])
 def test_plan_bad_grid_is_an_error_with_file_key_and_line(make_project: ProjectFactory, grid_text: str,
                                                             expected: str) -> None:

@@ -22,10 +22,8 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-__all__ = ["MAX_ID_LENGTH", "combination_id", "expand", "value_text"]
+__all__ = ["combination_id", "expand", "value_text"]
 
-# File systems allow 255 bytes per name; leave room for the suffixes labrunner and tools add.
-MAX_ID_LENGTH = 200
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 

@@ -10,13 +10,13 @@ matplotlib is imported only by the plot.
 from __future__ import annotations
 
 import math
-import os
 import statistics
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from labrunner import layout, verdicts
+from labrunner.files import atomic_writer
 from labrunner.plan import Criterion, Plan, SubSpec
 
 __all__ = ["collect_sweeps", "sweep_figure", "sweep_plot_path", "write_sweep_plots"]
@@ -175,8 +175,7 @@ def write_sweep_plots(results: Mapping[str, Any], folder: Path) -> list[Path]:
     written = []
     for sweep_id, sweep in (results.get("sweeps") or {}).items():
         path = folder / f"{sweep_id}.png"
-        tmp = path.with_name(f".{path.name}.tmp.png")
-        sweep_figure(sweep_id, sweep, results["subs"], results["criteria"]).savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        with atomic_writer(path) as handle:
+            sweep_figure(sweep_id, sweep, results["subs"], results["criteria"]).savefig(handle, format="png", dpi=110)
         written.append(path)
     return written
