@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from labrunner.invocation import rerun_command
 from labrunner.layout import RunPaths
 from labrunner.plan import Plan
 
@@ -174,8 +175,7 @@ def status_report(plan: Plan, stub: bool = False, only_attention: bool = False) 
         lines += ["", f"FAILED {label}"] + describe_failure(state.record, indent="    ")
         lines.append(f"    details: {rel}/failure.yaml, {rel}/run.log")
     if failures or totals["pending"] or totals["running"]:
-        target = "stub/research/FINDINGS.md --config stub=true" if stub else "research/FINDINGS.md"
-        lines += ["", f"Rerun what failed or is missing (nothing else reruns): snakemake --cores 4 {target}"]
+        lines += ["", f"Rerun what failed or is missing (nothing else reruns): {rerun_command(plan.root, stub)}"]
         if failures:
             label, state = failures[0]
             seed = f" --seed {state.seed}" if len(state.spec.seeds) > 1 else ""

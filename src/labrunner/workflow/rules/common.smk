@@ -1,4 +1,8 @@
 # Plan loading (validated once, before any job starts) and every input function the rules use.
+import os
+import sys
+
+from labrunner import invocation
 from labrunner.errors import LabrunnerError
 from labrunner.pipeline import Pipeline, put_labrunner_on_path
 from labrunner.summary import print_run_summary
@@ -11,6 +15,9 @@ except LabrunnerError as error:
 RESULTS = PIPELINE.results_root
 # a result file truncated or edited on disk is moved to its history/ and rebuilt
 PIPELINE.set_aside_damaged_results()
+# this run's command line, recorded when it starts (onstart), so that the rerun hint repeats it;
+# read before put_labrunner_on_path changes PATH, to print the program as the user can type it
+INVOCATION = invocation.capture(sys.argv, os.environ.get("PATH")) if workflow.is_main_process else None
 # jobs call the `labrunner` of the environment Snakemake runs in, activated or not
 put_labrunner_on_path()
 PIPELINE.export_backend()
@@ -81,6 +88,11 @@ def get_all_experiment_findings(wildcards):
 
 def is_stub(wildcards=None):
     return PIPELINE.stub
+
+
+onstart:
+    if INVOCATION is not None:
+        INVOCATION.save(PIPELINE.plan.root, PIPELINE.stub, workflow.dag_settings.targets)
 
 
 onsuccess:
