@@ -165,14 +165,16 @@ def _check_id(kind: str, value: str, shown: str) -> None:
 
 
 def _criteria_lines(metrics: list[Metric]) -> list[str]:
-    live = [metric for metric in metrics if metric.tiers]
-    todo = [f"# {_yaml_key(m.name)}: {{target: TODO, acceptable: TODO, failure: TODO, direction: {m.direction}}}"
+    """The criteria block; a metric without thresholds is commented out, to fill in, so that
+    no made-up threshold ever judges a result."""
+    live = [f"{_yaml_key(m.name)}: {m.flow()}" for m in metrics if m.tiers]
+    todo = [f"{_yaml_key(m.name)}: {{target: TODO, acceptable: TODO, failure: TODO, direction: {m.direction}}}"
             for m in metrics if not m.tiers]
-    if todo:
-        todo.insert(0, "# set the thresholds, then uncomment (labrunner validate checks them):")
+    note = "# set the thresholds, then uncomment (labrunner validate checks them):"
     if not live:
-        return ["success_criteria: {}", *todo] if todo else []
-    return ["success_criteria:", *(f"  {_yaml_key(m.name)}: {m.flow()}" for m in live), *(f"  {line}" for line in todo)]
+        return [note, "# success_criteria:", *(f"#   {line}" for line in todo)] if todo else []
+    return ["success_criteria:", *(f"  {line}" for line in live), *([f"  {note}"] if todo else []),
+            *(f"  # {line}" for line in todo)]
 
 
 def _experiment_entry(exp_id: str, subs: list[str], metrics: list[Metric]) -> plan_edit.Entry:
