@@ -253,11 +253,12 @@ def test_plan_exponent_without_dot_is_a_number(make_project: ProjectFactory) -> 
 def test_plan_dependency_cycle_is_reported_once(make_project: ProjectFactory) -> None:
     text = """\
     experiments:
-      e1: {dependencies: [e3], sub_experiments: {a: {skip: true}}}
-      e2: {dependencies: [e1], sub_experiments: {a: {skip: true}}}
-      e3: {dependencies: [e2], sub_experiments: {a: {skip: true}}}
+      e1: {dependencies: [e3], sub_experiments: [a]}
+      e2: {dependencies: [e1], sub_experiments: [a]}
+      e3: {dependencies: [e2], sub_experiments: [a]}
     """
-    error = only_error(make_project(text))
+    handlers = {f"handlers/{exp}/a.py": "def a(runner):\n    return {}\n" for exp in ("e1", "e2", "e3")}
+    error = only_error(make_project(text, handlers))
 
     assert "dependency cycle" in error.message
     assert all(exp in error.message for exp in ("e1", "e2", "e3"))

@@ -10,10 +10,11 @@ from typing import Any
 
 import pytest
 
-from conftest import PLAN_FILE, ProjectFactory
+from conftest import PLAN_FILE, ProjectFactory, result_record
 from labrunner.cli import main
 from labrunner.invocation import Invocation
 from labrunner.layout import RunPaths
+from labrunner.plan import load_plan
 from labrunner.records import write_failure, write_result
 from labrunner.status_json import SCHEMA_VERSION
 
@@ -31,6 +32,7 @@ experiments:
       broken: {}
       later: {skip: "not yet"}
   e2:
+    requires: [g1]
     sub_experiments: [solo]
 gates:
   g1: {experiments: [e1]}
@@ -47,10 +49,10 @@ def strict(text: str) -> Any:
 
 
 def result(root: Path, run: str, metrics: dict[str, Any], seed: int = 0) -> None:
-    record = {"experiment": run.split("/")[0], "sub": run.split("/")[1], "seed": seed, "finding": f"{run} done",
-              "metrics": metrics, "artifacts": [], "run_id": f"r-{run}", "ended_at": "2026-01-01T00:00:00+00:00",
-              "duration_s": 1.5, "attempts": 1}
-    write_result(RunPaths(root / "results" / run), record, None)
+    """A current result of `run` ("exp/sub" or "exp/sub/seed-N"), as run_sub writes it."""
+    plan = load_plan(root / PLAN_FILE)
+    exp, sub = run.split("/")[:2]
+    write_result(RunPaths(root / "results" / run), result_record(plan, exp, sub, metrics, seed, duration_s=1.5), None)
 
 
 def broken(root: Path) -> None:
@@ -78,8 +80,8 @@ def test_status_json_names_every_run_and_what_to_do_next(make_project: ProjectFa
 
     assert code == 1  # something failed
     assert (doc["schema"], doc["schema_version"], doc["ok"], doc["stub"]) == ("labrunner.status", SCHEMA_VERSION, False, False)
-    assert doc["totals"] == {"subs": {"completed": 1, "pending": 2, "failed": 1, "skipped": 1},
-                             "runs": {"completed": 2, "pending": 2, "failed": 1}}
+    assert doc["totals"] == {"subs": {"completed": 1, "pending": 1, "failed": 1, "skipped": 1, "held": 1},
+                             "runs": {"completed": 2, "pending": 1, "failed": 1, "held": 1}}
     e1 = doc["experiments"]["e1"]
     assert e1["status"] == "failed" and e1["assessment"]["recommendation"] is None
     ok = e1["subs"]["ok"]
@@ -91,6 +93,8 @@ def test_status_json_names_every_run_and_what_to_do_next(make_project: ProjectFa
         (0, "completed", "results/e1/multi/seed-0"), (1, "pending", "results/e1/multi/seed-1")]
     assert e1["subs"]["later"] == {"name": "later", "status": "skipped", "skip_reason": "not yet"}
     assert doc["gates"]["g1"]["status"] in ("failed", "pending") and doc["gates"]["g1"]["blockers"]
+    solo = doc["experiments"]["e2"]["subs"]["solo"]
+    assert solo["status"] == "held" and "g1" in solo["held_by"] and solo["records"]["result"] is None
     [failure] = doc["failures"]
     assert failure["error"]["type"] == "KeyError" and failure["error"]["message"] == "'probs'"
     assert failure["fix"] == {"file": "handlers/e1/broken.py", "line": 2}
@@ -100,13 +104,15 @@ def test_status_json_names_every_run_and_what_to_do_next(make_project: ProjectFa
         {"action": "fix", "file": "handlers/e1/broken.py", "line": 2, "why": "e1/broken: KeyError: 'probs'",
          "hint": "print its keys", "check": "labrunner run e1 broken"},
         {"action": "run", "command": "snakemake research/FINDINGS.md --cores 8 --config backend=modal",
-         "why": "reruns what failed or is missing; nothing else reruns"},
+         "why": "reruns what failed, was interrupted, is stale or missing; nothing else reruns"},
+        {"action": "unblock", "experiment": "e2", "why": doc["experiments"]["e2"]["held_by"]},
     ]
 
 
 def test_status_json_when_everything_is_done_points_at_the_write_up(
         make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    root = make_project(PLAN.replace("      broken: {}\n", "").replace("{seeds: [0, 1]}", "{}"), HANDLERS)
+    root = make_project(PLAN.replace("      broken: {}\n", "").replace("{seeds: [0, 1]}", "{}")
+                        .replace("    requires: [g1]\n", ""), HANDLERS)
     for run in ("e1/ok", "e1/multi", "e2/solo"):
         result(root, run, {"acc": 0.95})
 
@@ -127,7 +133,7 @@ def test_status_json_stub_tree(make_project: ProjectFactory, monkeypatch: pytest
 
     assert code == 0 and doc["stub"] is True
     assert doc["experiments"]["e1"]["subs"]["ok"]["records"]["dir"] == "stub/results/e1/ok"
-    assert doc["next"][-1]["command"] == "snakemake stub/research/FINDINGS.md --config stub=true"
+    assert doc["next"][0]["command"] == "snakemake stub/research/FINDINGS.md --config stub=true"
 
 
 def test_status_json_of_an_invalid_plan_is_a_json_error(make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch,
@@ -177,3 +183,30 @@ def test_status_json_schema_is_documented(make_project: ProjectFactory, monkeypa
     keys |= {key for step in doc["next"] for key in step}
     documented = set(re.findall(r"`([a-z_]+)`", docs))
     assert keys <= documented, keys - documented
+
+
+def test_status_json_reports_stale_interrupted_and_gate_decisions(
+        make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The states of issue 8 come through as results.yaml has them: a result made with other
+    params is stale (with why), an attempt stopped from outside is interrupted (no fix: the rerun
+    finishes it), and a gate carries the recorded human decision beside its computed status."""
+    plan_text = PLAN.replace("  g1: {experiments: [e1]}", "  g1: {experiments: [e1], decision: {verdict: proceed, by: ana}}")
+    root = make_project(plan_text, HANDLERS)
+    result(root, "e1/ok", {"acc": 0.85})
+    plan_file = root / PLAN_FILE
+    plan_file.write_text(plan_file.read_text().replace("      ok: {}", "      ok: {params: {lr: 0.1}}"))
+    write_failure(RunPaths(root / "results" / "e1" / "broken"), {"run_id": "x", "attempts": 1, "error": {
+        "type": "Interrupted", "message": "the run was stopped by SIGINT", "hint": "run the same command again",
+        "handler_line": None}}, None)
+
+    code, doc = status_json(root, monkeypatch, capsys)
+
+    subs = doc["experiments"]["e1"]["subs"]
+    assert subs["ok"]["status"] == "stale" and "params changed" in subs["ok"]["stale"][0]
+    assert subs["broken"]["status"] == "interrupted"
+    assert code == 1 and [f["status"] for f in doc["failures"]] == ["interrupted"]
+    assert [step["action"] for step in doc["next"]] == ["run"]  # nothing to fix: the rerun finishes it
+    gate = doc["gates"]["g1"]
+    assert gate["decision"]["verdict"] == "proceed" and gate["decision"]["by"] == "ana"
+    assert "computed_status" in gate
+    assert doc["experiments"]["e2"].get("held_by") is None  # the decision opened the gate

@@ -6,6 +6,8 @@ Exit codes, the same for every command (docs/cli.md):
     1    the command ran and found a problem to act on: an invalid plan, a failed or damaged
          sub-experiment (status), an edit that would leave the plan invalid (new)
     2    the command line itself is wrong (argparse's usage error)
+    3    refused, nothing was run or changed: `labrunner run` of a sub that is held (a dependency
+         or a gate) or that another attempt is running
     130  interrupted (Ctrl-C)
 """
 
@@ -27,6 +29,7 @@ exit status:
   1    a problem to act on: an invalid plan, a failed sub-experiment (status), an edit
        that would leave the plan invalid (new)
   2    the command line is wrong
+  3    refused, nothing run or changed (run: the sub is held, or another attempt runs it)
   130  interrupted"""
 
 

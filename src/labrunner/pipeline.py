@@ -8,6 +8,7 @@ without importing handler code, and cached: a dry run of a thousand subs must st
 from __future__ import annotations
 
 import difflib
+import json
 import os
 import re
 import shlex
@@ -22,7 +23,7 @@ from labrunner import layout, records, sources
 from labrunner.errors import ConfigError, Issue
 from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
 
-__all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "put_labrunner_on_path", "split_run"]
+__all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "forced_run", "put_labrunner_on_path", "split_run"]
 
 BACKEND_ENV = "LABRUNNER_BACKEND"
 
@@ -31,6 +32,7 @@ CONFIG_KEYS = {
     "stub": "true or false: run every sub with stub_params into the stub/ tree",
     "backend": "local or modal: run every sub on this backend (overrides the plan)",
     "plan": "path of the research plan (default research/research_plan.yaml)",
+    "ignore_gates": "true or false: run the subs of experiments whose required gates have not passed",
 }
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off", ""}
 
@@ -65,15 +67,37 @@ class RunTarget:
     run: str  # the {run} wildcard: "<sub>" or "<sub>/seed-<n>"
 
 
+@dataclass(frozen=True)
+class _Holds:
+    """What the records say, before any job runs, about experiments that wait for others.
+
+    `held`: experiments whose dependency or required gate is unmet and cannot change in this run
+    (nothing upstream will run): their runs stay out of the DAG, and the write-up says why.
+    `ordered`: experiments whose requirements may still change in this run (something upstream
+    will run): each of their runs that will run waits for the upstream files, and checks the
+    requirement again when it starts. `current`: runs whose result is current; they get no edge to
+    upstream files at all, so a rebuild upstream cannot rerun them (and Snakemake judges them on
+    their own inputs: no ancient(), whose interplay with upstream reruns makes a run need two calls).
+    """
+
+    held: dict[str, str]
+    ordered: frozenset[str]
+    current: frozenset[tuple[str, str]]
+
+
 @dataclass
 class Pipeline:
     plan: Plan
     stub: bool = False
     backend: str | None = None
     workdir: Path = field(default_factory=Path.cwd)  # where Snakemake runs: paths are relative to it
+    ignore_gates: bool = False
+    forced: bool = False  # --forceall/--forcerun: every run reruns, whatever its records say
+    main_process: bool = True  # False inside a remote job: no parse-time reading of the records
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], workdir: Path | None = None) -> "Pipeline":
+    def from_config(cls, config: Mapping[str, Any], workdir: Path | None = None, forced: bool = False,
+                    main_process: bool = True) -> "Pipeline":
         """Check --config and load the plan; every problem is an error before any job starts."""
         issues = []
         for key in config:
@@ -88,9 +112,12 @@ class Pipeline:
         if issues:
             raise ConfigError(issues)
         stub = _parse_bool("stub", config.get("stub", False))
-        plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))))
-        return cls(plan=plan, stub=stub, backend=str(backend) if backend is not None else None,
-                   workdir=Path(workdir or Path.cwd()))
+        ignore_gates = _parse_bool("ignore_gates", config.get("ignore_gates", False))
+        workdir = Path(workdir or Path.cwd())
+        # the project root is where Snakemake runs, wherever the plan file lives (plans/v2.yaml)
+        plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), root=workdir)
+        return cls(plan=plan, stub=stub, backend=str(backend) if backend is not None else None, workdir=workdir,
+                   ignore_gates=ignore_gates, forced=forced, main_process=main_process)
 
     # --- paths ---------------------------------------------------------------------------------
 
@@ -148,15 +175,82 @@ class Pipeline:
 
         A failure record is written by the sub's own job (there is none before its first run),
         and any attempt rewrites it, newer than the aggregates: that is what makes the next run
-        rerun a failed sub (see workflow/rules/aggregate.smk).
+        rerun a failed sub (see rules/aggregate.smk). The runs of a held experiment that have no
+        current result are left out: they do not run (the write-up says what holds them).
         """
+        held = exp_id in self._holds.held
         files = []
         for run in self._runs(exp_id):
-            files.append(self.run_file(exp_id, run.run, "result.yaml"))
+            if not held or (exp_id, run.run) in self._holds.current:
+                files.append(self.run_file(exp_id, run.run, "result.yaml"))
             failure = self.run_file(exp_id, run.run, "failure.yaml")
             if os.path.exists(failure):
                 files.append(failure)
         return files
+
+    @cached_property
+    def _holds(self) -> _Holds:
+        """Decided once, from the records as they are before any job runs (see _Holds)."""
+        waiting = [exp_id for exp_id in self.runs_by_experiment
+                   if self.plan.experiments[exp_id].dependencies or self.plan.experiments[exp_id].requires]
+        if not waiting or not self.main_process:
+            return _Holds({}, frozenset(), frozenset())
+        from labrunner.aggregate import collect_project
+        from labrunner.state import RunStatus, run_states
+
+        view = collect_project(self.plan, self.stub, self.ignore_gates, only=waiting)
+        current: set[tuple[str, str]] = set()
+        will_run: dict[str, bool] = {}
+        held: dict[str, str] = {}
+        ordered: set[str] = set()
+        for exp_id in view.experiments:  # upstream first
+            if not self.forced:
+                for run, state in zip(self.runs_by_experiment[exp_id], run_states(self.plan, exp_id, self.stub)):
+                    if state.status == RunStatus.COMPLETED:
+                        current.add((exp_id, run.run))
+            unmet_final, unmet_open = self._requirements(exp_id, view, will_run)
+            if unmet_final:
+                held[exp_id] = "; ".join(unmet_final)
+            elif unmet_open:
+                ordered.add(exp_id)
+            will_run[exp_id] = exp_id not in held and any(
+                (exp_id, run.run) not in current for run in self.runs_by_experiment[exp_id])
+        return _Holds(held, frozenset(ordered), frozenset(current))
+
+    def _requirements(self, exp_id: str, view: Any, will_run: Mapping[str, bool]) -> tuple[list[str], list[str]]:
+        """(requirements unmet for good in this run, requirements that upstream runs may still change)."""
+        experiment = self.plan.experiments[exp_id]
+        final, open_ = [], []
+        for dep in experiment.dependencies:
+            upstream = view.experiments.get(dep)
+            if upstream is None or (upstream["status"] == "completed" and not will_run.get(dep)):
+                continue
+            (open_ if will_run.get(dep) else final).append(f"waits for {dep} ({upstream['status']})")
+        for gate_id in [] if self.ignore_gates else experiment.requires:
+            gate = view.gates.get(gate_id) or {}
+            upstream_runs = any(will_run.get(e) for e in self.plan.gates[gate_id].experiments)
+            if gate.get("status") == "passed" and not upstream_runs:
+                continue
+            blockers = "; ".join(gate.get("blockers") or [])
+            (open_ if upstream_runs else final).append(f"held by {gate_id} ({gate.get('status')}: {blockers})")
+        return final, open_
+
+    def held_experiments(self) -> dict[str, str]:
+        """Experiments whose runs stay out of this run, and why."""
+        return dict(self._holds.held)
+
+    def plan_digest(self, refresh: bool = False) -> str:
+        """The plan file's content hash as the DAG was built from it (or, with refresh, now)."""
+        digest = sources.file_sha256(self.plan.path) if self.plan.path.exists() else ""
+        if refresh:
+            return digest
+        return self.__dict__.setdefault("_plan_digest", digest)
+
+    def announce_holds(self) -> None:
+        """Say, before any job starts (dry runs too), which experiments do not run and why."""
+        for exp_id, why in self._holds.held.items():
+            hint = " (--config ignore_gates=true runs them anyway)" if "held by" in why else ""
+            print(f"labrunner: {exp_id} does not run: {why}{hint}", file=sys.stderr)
 
     def set_aside_damaged_results(self) -> list[str]:
         """Find result files that were truncated or edited on disk, move each into its run's
@@ -178,14 +272,47 @@ class Pipeline:
                           file=sys.stderr)
         return damaged
 
+    def mark_unrecorded_runs(self) -> list[str]:
+        """Give `status: none` to each run of an aggregated experiment that has no failure.yaml
+        (its folder was deleted, or the sub is new): the new input is newer than the aggregate,
+        so Snakemake rebuilds the run. Without it, a deleted result whose experiment was already
+        aggregated would never be rebuilt (Snakemake does not rebuild a missing intermediate file
+        while the files downstream of it are newer), and the write-up would stay "pending"."""
+        marked = []
+        for exp_id, runs in self.runs_by_experiment.items():
+            aggregated = os.path.exists(self.experiment_results(exp_id))
+            for run in runs:
+                paths = layout.RunPaths(Path(self.run_file(exp_id, run.run, "result.yaml")).parent)
+                if paths.result.exists():
+                    continue
+                if not paths.failure.exists():
+                    if aggregated:  # never aggregated: the aggregate's own missing output reruns everything
+                        records.write_none(paths.failure)
+                        marked.append(f"{exp_id}/{run.run}")
+                    continue
+                previous = records.read_failure(paths)
+                if previous.get("status") in (records.NONE, records.RESOLVED) and any(paths.history.glob("*.result.yaml")):
+                    records.record_missing_result(paths, previous)
+                    marked.append(f"{exp_id}/{run.run}")
+                    print(f"labrunner: {paths.result} is gone although its last attempt completed; "
+                          f"{exp_id}/{run.run} will be rebuilt", file=sys.stderr)
+        return marked
+
     def experiment_results(self, exp_id: str) -> str:
         self._runs(exp_id)  # an unknown experiment in a target is an error, not a missing file
         return f"{self.results_root}/{exp_id}/results.yaml"
 
-    def dependency_results(self, exp_id: str) -> list[str]:
-        """results.yaml of the experiments this one depends on (active ones only)."""
+    def requirement_inputs(self, exp_id: str, run: str) -> list[str]:
+        """What a run waits for before it starts: the results of the experiments it depends on and
+        the gates file, only for a run that will run while something upstream may still change
+        (see _Holds). Plain inputs, never ancient(): a run that waits here reruns anyway."""
+        if exp_id not in self._holds.ordered or (exp_id, run) in self._holds.current:
+            return []
         experiment = self.plan.experiments[exp_id]
-        return [self.experiment_results(dep) for dep in experiment.dependencies if dep in self.runs_by_experiment]
+        files = [self.experiment_results(dep) for dep in experiment.dependencies if dep in self.runs_by_experiment]
+        if experiment.requires and not self.ignore_gates:
+            files.append(self.gates_file)
+        return files
 
     def all_experiment_results(self) -> list[str]:
         return [self.experiment_results(exp_id) for exp_id in self.plan.active_experiments]
@@ -231,11 +358,14 @@ class Pipeline:
             cache[handler_file] = [self._relative(handler_file)] + [os.path.relpath(path, self.workdir) for path in modules]
         return cache[handler_file]
 
-    def run_params(self, exp_id: str, run: str) -> dict[str, Any]:
-        """What a result depends on besides code: a change reruns exactly this sub."""
+    def run_spec(self, exp_id: str, run: str) -> str:
+        """What a result depends on besides code, as the job's `params` (a change reruns exactly
+        this sub) and as the spec the job runs with: the job takes its params, seed and handler
+        from here, not from the plan file, which may have been edited since the DAG was built."""
         target = self.run_target(exp_id, run)
-        return {"params": target.spec.params_for(self.stub), "seed": target.seed,
-                "handler": f"{target.spec.handler_file.as_posix()}::{target.spec.handler_function}"}
+        return json.dumps({"params": target.spec.params_for(self.stub), "seed": target.seed,
+                           "handler": f"{target.spec.handler_file.as_posix()}::{target.spec.handler_function}"},
+                          sort_keys=True)
 
     def backend_of(self, spec: SubSpec) -> str:
         return self.backend or spec.backend
@@ -244,8 +374,9 @@ class Pipeline:
     def run_options(self) -> str:
         """The options of `labrunner run` shared by every job, shell-quoted (one string for all
         jobs: a per-job function would cost time on every job of a large DAG)."""
-        options = ["--plan", self.plan_file, "--results-dir", self.results_root]
-        return shlex.join(options + (["--stub"] if self.stub else []))
+        options = ["--plan", self.plan_file, "--results-dir", self.results_root, "--from-snakemake"]
+        flags = (["--stub"] if self.stub else []) + (["--ignore-gates"] if self.ignore_gates else [])
+        return shlex.join(options + flags)
 
     def export_backend(self) -> None:
         """Pass `--config backend=...` to the jobs through the environment, not through params:
@@ -290,6 +421,13 @@ class Pipeline:
         _, count, kind = gpu
         return kind if count == 1 else f"{kind}:{count}"
 
+
+
+def forced_run(dag_settings: Any) -> bool:
+    """Whether Snakemake was told to rerun jobs whatever their files say (--forceall,
+    --forcerun, --forcetargets): then no run can be taken as current at parse time."""
+    return bool(getattr(dag_settings, "forceall", False) or getattr(dag_settings, "forcerun", None)
+                or getattr(dag_settings, "forcetargets", False))
 
 
 def put_labrunner_on_path() -> None:

@@ -35,7 +35,8 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "COMPLETED", "FAILED", "NONE", "RESOLVED", "RUNNING",
-    "checked_text", "damage_of", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record", "record_damage", "set_aside",
+    "checked_text", "damage_of", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record", "record_damage",
+    "record_missing_result", "set_aside",
     "write_failure", "write_none", "write_result",
 ]
 
@@ -93,6 +94,22 @@ def record_damage(paths: RunPaths, problem: str) -> Path:
     }
     write_failure(paths, record, last_failure_of(read_failure(paths)))
     return kept
+
+
+def record_missing_result(paths: RunPaths, previous: dict[str, Any]) -> None:
+    """Say in failure.yaml that a run's result is gone although its last attempt completed
+    (deleted by hand, or discarded by Snakemake when the job was cancelled as it finished). The
+    new content is newer than the aggregates, so the next run rebuilds the sub."""
+    stamp = now_iso()
+    record = {
+        "run_id": f"missing-{stamp}", "ended_at": stamp,
+        "error": {"type": "ResultMissing",
+                  "message": (f"{paths.result} is gone although the attempt {previous.get('run_id') or ''} completed "
+                              "(deleted by hand, or discarded by Snakemake when its job was cancelled or failed "
+                              "after labrunner wrote it); its record is kept under history/"),
+                  "traceback": None, "handler_line": None, "hint": "nothing to fix: the sub is rebuilt by the next run"},
+    }
+    write_failure(paths, record, last_failure_of(previous))
 
 
 def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """`labrunner status --json` and `labrunner validate --json`: the state for programs and agents.
 
 The status document is built from the same data as the status table and results.yaml
-(aggregate.collect_experiment, collect_gates): each experiment appears in the shape of its
+(aggregate.collect_project: experiments, holds and gates, from labrunner.state): each experiment appears in the shape of its
 results.yaml, with every field it has, so a state that aggregation learns appears here without
 a change. What this module adds: where each run's records are, the totals, the failures with
 the file to fix, and `next`, the exact commands that make progress. docs/cli.md documents the
@@ -28,7 +28,10 @@ __all__ = ["SCHEMA_VERSION", "error_document", "jsonable", "status_document", "v
 SCHEMA_VERSION = 1
 STATUS_SCHEMA = "labrunner.status"
 VALIDATE_SCHEMA = "labrunner.validate"
-_NEEDS_FIX = ("failed", "damaged")  # a run in one of these states needs a person (or agent) first
+# runs whose latest attempt did not end in a current result: what `ok` and the exit status count
+_NEEDS_ATTENTION = ("failed", "interrupted", "damaged")
+# run states that the rerun command makes progress on (held runs wait for others; running ones run)
+_RERUN = {"failed", "interrupted", "damaged", "stale", "pending"}
 _RECORD_FILES = {"result": "result.yaml", "failure": "failure.yaml", "metrics": "metrics.jsonl", "log": "run.log"}
 
 
@@ -94,14 +97,13 @@ def _failure(entry: Mapping[str, Any], several_seeds: bool, handler_file: str) -
     }
 
 
-def status_document(plan: Plan, stub: bool = False) -> dict[str, Any]:
+def status_document(plan: Plan, stub: bool = False, ignore_gates: bool = False) -> dict[str, Any]:
     """Everything `labrunner status` knows, as one JSON-ready document (schema in docs/cli.md)."""
-    from labrunner.aggregate import collect_experiment, collect_gates, run_states
+    from labrunner.aggregate import collect_project
 
-    experiments: dict[str, dict[str, Any]] = {}
-    for exp_id in plan.active_experiments:
-        results = collect_experiment(plan, exp_id, stub, run_states(plan, exp_id, stub))
-        experiments[exp_id] = _with_records(plan, exp_id, results, stub)
+    view = collect_project(plan, stub, ignore_gates)
+    experiments = {exp_id: _with_records(plan, exp_id, view.experiments[exp_id], stub)
+                   for exp_id in plan.active_experiments if exp_id in view.experiments}
     sub_totals: Counter[str] = Counter()
     run_totals: Counter[str] = Counter()
     failures = []
@@ -114,9 +116,8 @@ def status_document(plan: Plan, stub: bool = False) -> dict[str, Any]:
             for entry in _runs(exp_id, sub_id, sub):
                 status = entry["run"].get("status", sub["status"])
                 run_totals[status] += 1
-                if status in _NEEDS_FIX:
+                if status in _NEEDS_ATTENTION:
                     failures.append(_failure(entry, len(specs[sub_id].seeds) > 1, specs[sub_id].handler_file.as_posix()))
-    everything_done = set(sub_totals) <= {"completed", "skipped"}
     previous = last_run(plan.root, stub)
     document = {
         "schema": STATUS_SCHEMA,
@@ -127,26 +128,33 @@ def status_document(plan: Plan, stub: bool = False) -> dict[str, Any]:
         "ok": not failures,
         "totals": {"subs": dict(sub_totals), "runs": dict(run_totals)},
         "experiments": experiments,
-        "gates": collect_gates(plan, experiments),
+        "gates": view.gates,
         "failures": failures,
         "last_run": None if previous is None else {**previous.to_json(), "command": previous.command_line()},
-        "next": _next_steps(plan, stub, failures, everything_done),
+        "next": _next_steps(plan, stub, failures, experiments, set(run_totals)),
     }
     return jsonable(document)
 
 
-def _next_steps(plan: Plan, stub: bool, failures: list[dict[str, Any]], everything_done: bool) -> list[dict[str, Any]]:
-    """What makes progress, in order: fix each failure, rerun, or (all done) write the findings."""
+def _next_steps(plan: Plan, stub: bool, failures: list[dict[str, Any]], experiments: Mapping[str, Mapping[str, Any]],
+                statuses: set[str]) -> list[dict[str, Any]]:
+    """What makes progress, in order: fix each failure; rerun; see to what holds an experiment;
+    or, when every run is done, write the findings."""
     steps: list[dict[str, Any]] = []
     for failure in failures:
+        if failure["status"] != "failed":
+            continue  # interrupted or damaged: nothing to fix, the rerun finishes it
         error = failure["error"]
         steps.append({"action": "fix", "file": failure["fix"]["file"], "line": failure["fix"]["line"],
                       "why": f"{failure['experiment']}/{failure['sub']}: {error.get('type')}: {error.get('message')}",
                       "hint": error.get("hint"), "check": failure["run_one"]})
-    if not everything_done:
+    if statuses & _RERUN:
         steps.append({"action": "run", "command": rerun_command(plan.root, stub),
-                      "why": "reruns what failed or is missing; nothing else reruns"})
-    else:
+                      "why": "reruns what failed, was interrupted, is stale or missing; nothing else reruns"})
+    for exp_id, results in experiments.items():
+        if results.get("held_by"):
+            steps.append({"action": "unblock", "experiment": exp_id, "why": results["held_by"]})
+    if statuses <= {"completed", "skipped"}:
         findings = [layout.project_findings_path(stub).as_posix()] + [
             layout.experiment_findings_path(exp_id, stub).as_posix() for exp_id in plan.active_experiments]
         steps.append({"action": "write_findings", "files": findings,

@@ -4,17 +4,25 @@ import sys
 
 from labrunner import invocation
 from labrunner.errors import LabrunnerError
-from labrunner.pipeline import Pipeline, put_labrunner_on_path
-from labrunner.summary import print_run_summary
+from labrunner.pipeline import Pipeline, put_labrunner_on_path, forced_run
+from labrunner.summary import end_of_run
 
 try:
-    PIPELINE = Pipeline.from_config(config)
+    PIPELINE = Pipeline.from_config(
+        config, forced=forced_run(workflow.dag_settings), main_process=workflow.is_main_process
+    )
 except LabrunnerError as error:
     raise WorkflowError(f"labrunner: {error}") from None
 
 RESULTS = PIPELINE.results_root
-# a result file truncated or edited on disk is moved to its history/ and rebuilt
-PIPELINE.set_aside_damaged_results()
+# Parse-time work runs once, on the submitting side, never again inside a remote job: a result
+# file truncated or edited on disk is moved to its history/ and rebuilt; a run whose records are
+# gone is marked so that it is rebuilt; experiments held by a dependency or a gate are named.
+if workflow.is_main_process:
+    PIPELINE.plan_digest()
+    PIPELINE.set_aside_damaged_results()
+    PIPELINE.mark_unrecorded_runs()
+    PIPELINE.announce_holds()
 # this run's command line, recorded when it starts (onstart), so that the rerun hint repeats it;
 # read before put_labrunner_on_path changes PATH, to print the program as the user can type it
 INVOCATION = invocation.capture(sys.argv, os.environ.get("PATH")) if workflow.is_main_process else None
@@ -33,15 +41,15 @@ def get_final_targets(wildcards):
 
 
 def get_sub_inputs(wildcards):
-    # the handler file and the project modules it imports (an edit reruns the sub), and the
-    # results of the experiments this one depends on: ancient(), so that they are waited for
-    # but a rebuild of them does not rerun this sub
-    dependencies = [ancient(path) for path in PIPELINE.dependency_results(wildcards.exp)]
-    return PIPELINE.handler_inputs(wildcards.exp, wildcards.run) + dependencies
+    # the handler file and the project modules it imports (an edit reruns the sub), and, for a
+    # run that waits for a dependency or a gate that may still change in this run, what it waits for
+    return PIPELINE.handler_inputs(wildcards.exp, wildcards.run) + PIPELINE.requirement_inputs(
+        wildcards.exp, wildcards.run
+    )
 
 
-def get_run_params(wildcards):
-    return PIPELINE.run_params(wildcards.exp, wildcards.run)
+def get_run_spec(wildcards):
+    return PIPELINE.run_spec(wildcards.exp, wildcards.run)
 
 
 def get_gpu_count(wildcards):
@@ -90,14 +98,25 @@ def is_stub(wildcards=None):
     return PIPELINE.stub
 
 
+def ignores_gates(wildcards=None):
+    return PIPELINE.ignore_gates
+
+
 onstart:
     if INVOCATION is not None:
         INVOCATION.save(PIPELINE.plan.root, PIPELINE.stub, workflow.dag_settings.targets)
 
 
+# The end of every run, whatever happened: the write-up is brought up to date with the records
+# (an aggregate that Snakemake skipped after a failure would otherwise go on describing an earlier
+# state), then the summary. A run whose jobs all succeeded still fails if its results are not
+# current (the plan or a handler was edited while it ran), so that an exit status of 0 always
+# means `snakemake -n` has nothing left to do.
 onsuccess:
-    print_run_summary(PIPELINE.plan, stub=PIPELINE.stub, success=True)
+    problem = end_of_run(PIPELINE, success=True)
+    if problem:
+        raise WorkflowError(problem)
 
 
 onerror:
-    print_run_summary(PIPELINE.plan, stub=PIPELINE.stub, success=False)
+    end_of_run(PIPELINE, success=False)
