@@ -83,10 +83,11 @@ def test_entrypoint_runs_the_pipeline_and_fails_clearly_at_the_modal_boundary(
         record = read_record(project / "stub" / "results" / "e1-tiny" / sub / "failure.yaml")
         assert (record["backend"], record["error"]["type"]) == ("modal", "AuthError")
         assert "run `modal token new`" in record["error"]["hint"]
-    assert not (project / "stub" / "results" / "e2-next").exists()  # only what that experiment needs
+    assert not (project / "stub" / "results" / "e2-next" / "d").exists()  # only what that experiment needs
     assert not (project / "results").exists()  # stub mode: the stub tree only
     capsys.readouterr()
     assert main(["status", "--json", "--stub"]) == 1
     doc = json.loads(capsys.readouterr().out)
     assert {failure["error"]["type"] for failure in doc["failures"]} == {"AuthError"}
-    assert doc["next"][-1]["command"] == "snakemake stub/research/FINDINGS.md --cores 2 --config backend=modal stub=true"
+    rerun = next(step for step in doc["next"] if step["action"] == "run")
+    assert rerun["command"] == "snakemake stub/research/FINDINGS.md --cores 2 --config backend=modal stub=true"
