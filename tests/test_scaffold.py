@@ -175,6 +175,7 @@ def test_new_experiment_that_would_not_validate_leaves_everything_as_it_was(
     assert "experiments.x2.success_criteria.acc: tiers are in the wrong order" in err and "(after this change)" in err
     assert "the plan would not validate after this change, so nothing was changed" in err
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+    assert not (tmp_path / "handlers" / "x2").exists()
 
 
 def test_new_experiment_without_sub_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:

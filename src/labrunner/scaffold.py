@@ -208,11 +208,16 @@ class _Edit:
     def __init__(self, root: Path, plan_path: Path) -> None:
         self.root, self.plan_path = root, plan_path
         self.created: list[Path] = []
+        self.created_folders: list[Path] = []
         self.report: list[str] = []
 
     def write_new(self, relative: str, text: str) -> None:
+        folder = (self.root / relative).parent
+        new_folder = not folder.exists()
         if _write_new(self.root, relative, text, self.report):
             self.created.append(self.root / relative)
+            if new_folder:
+                self.created_folders.append(folder)
 
     def commit(self, plan_text: str) -> None:
         """Validate the edited plan (with every handler); keep it, or undo the new files."""
@@ -220,15 +225,23 @@ class _Edit:
         temporary.write_text(plan_text, encoding="utf-8")
         try:
             load_plan(temporary, root=self.root)
-        except PlanError as exc:
-            temporary.unlink()
-            for path in self.created:
-                path.unlink(missing_ok=True)
+        except BaseException as exc:
+            temporary.unlink(missing_ok=True)
+            self._undo()
+            if not isinstance(exc, PlanError):
+                raise
             raise PlanError([*self._explain(exc.issues, temporary),
                              Issue(str(self.plan_path), "", "the plan would not validate after this change, "
                                                             "so nothing was changed")]) from None
         os.replace(temporary, self.plan_path)
         self.report.insert(0, f"edited {self._shown_plan()}")
+
+    def _undo(self) -> None:
+        for path in self.created:
+            path.unlink(missing_ok=True)
+        for folder in reversed(self.created_folders):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
 
     def _explain(self, issues: tuple[Issue, ...], temporary: Path) -> list[Issue]:
         """The problems of the edited plan: those the plan has already, with its own line
