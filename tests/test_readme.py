@@ -112,5 +112,5 @@ def test_readme_example_runs_end_to_end_through_the_thin_snakefile(example: Path
                timeout_s=600)
 
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "Completed: 5  Failed: 0  Pending: 0  Skipped: 2" in done.stdout
+    assert "Completed: 5  Failed: 0  Pending: 0  Held: 0  Skipped: 2" in done.stdout
     assert (example / "stub" / "research" / "experiments" / "e2-data-efficiency" / "FINDINGS.md").is_file()
