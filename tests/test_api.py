@@ -53,7 +53,8 @@ def test_api_exception_tree_has_one_root() -> None:
     tree = {
         "InputError": "LabrunnerError", "PlanError": "InputError", "RecordError": "InputError", "ConfigError": "InputError",
         "HandlerError": "LabrunnerError", "HandlerReturnError": "HandlerError", "MetricError": "HandlerError",
-        "ArtifactError": "HandlerError", "BackendError": "LabrunnerError",
+        "ArtifactError": "HandlerError", "BackendError": "LabrunnerError", "RunRefusedError": "LabrunnerError",
+        "RunLockedError": "RunRefusedError", "RunHeldError": "RunRefusedError",
     }
     for name, parent in tree.items():
         assert getattr(errors, name).__bases__ == (getattr(errors, parent),), name
@@ -74,7 +75,8 @@ def test_api_input_error_lists_every_issue() -> None:
 
 
 @pytest.mark.parametrize("module", ["labrunner", "labrunner.worker", "labrunner.runner", "labrunner.execution",
-                                    "labrunner.plan", "labrunner.cli", "labrunner.tracking", "labrunner.records"])
+                                    "labrunner.plan", "labrunner.cli", "labrunner.tracking", "labrunner.records",
+                                    "labrunner.state", "labrunner.locks", "labrunner.pipeline"])
 def test_api_import_is_light(module: str) -> None:
     assert imported_heavy_modules(f"import {module}") == []
 

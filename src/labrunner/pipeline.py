@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from labrunner import layout, records, sources
-from labrunner.errors import ConfigError, Issue
+from labrunner.errors import ConfigError, Issue, LabrunnerError
 from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
 
 __all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "forced_run", "put_labrunner_on_path", "split_run"]
@@ -69,20 +69,22 @@ class RunTarget:
 
 @dataclass(frozen=True)
 class _Holds:
-    """What the records say, before any job runs, about experiments that wait for others.
+    """What the records say, before any job runs, about experiments that depend on others.
 
-    `held`: experiments whose dependency or required gate is unmet and cannot change in this run
-    (nothing upstream will run): their runs stay out of the DAG, and the write-up says why.
-    `ordered`: experiments whose requirements may still change in this run (something upstream
-    will run): each of their runs that will run waits for the upstream files, and checks the
-    requirement again when it starts. `current`: runs whose result is current; they get no edge to
-    upstream files at all, so a rebuild upstream cannot rerun them (and Snakemake judges them on
-    their own inputs: no ancient(), whose interplay with upstream reruns makes a run need two calls).
+    `held`: experiments whose dependency has not completed and will not run in this run: their
+    runs stay out of the DAG, and the write-up says why. `ordered`: experiments whose dependency
+    will run in this run: each of their runs that will run waits for the dependency's results,
+    and checks again when it starts. `current`: runs whose result is current; they get no edge to
+    upstream files at all, so a rebuild upstream cannot rerun them, and Snakemake judges them on
+    their own inputs (no ancient(), whose interplay with upstream reruns makes a run need two
+    calls). `gate_open`: required gates whose status this run may still change (see
+    experiment_records for how gates hold runs).
     """
 
     held: dict[str, str]
     ordered: frozenset[str]
     current: frozenset[tuple[str, str]]
+    gate_open: dict[str, list[str]]
 
 
 @dataclass
@@ -170,15 +172,17 @@ class Pipeline:
             raise ConfigError([_config_issue("target", f"names an unknown or archived experiment {exp_id!r} "
                                              f"(experiments: {valid})")]) from None
 
-    def experiment_records(self, exp_id: str) -> list[str]:
+    def experiment_records(self, exp_id: str, gates_file: str | None = None) -> list[str]:
         """The aggregate's inputs: every result.yaml, and every failure.yaml that exists.
 
         A failure record is written by the sub's own job (there is none before its first run),
         and any attempt rewrites it, newer than the aggregates: that is what makes the next run
         rerun a failed sub (see rules/aggregate.smk). The runs of a held experiment that have no
-        current result are left out: they do not run (the write-up says what holds them).
+        current result are left out: they do not run (the write-up says what holds them). An
+        experiment that requires gates is held while `gates_file` (the `gates` checkpoint's
+        output, read only once it is up to date) says one of them has not passed.
         """
-        held = exp_id in self._holds.held
+        held = exp_id in self._holds.held or bool(gates_file and self.closed_gates(exp_id, gates_file))
         files = []
         for run in self._runs(exp_id):
             if not held or (exp_id, run.run) in self._holds.current:
@@ -188,13 +192,27 @@ class Pipeline:
                 files.append(failure)
         return files
 
+    def waits_for_gates(self, exp_id: str) -> bool:
+        """Whether the experiment's runs depend on the gates' status (its aggregate then asks the
+        `gates` checkpoint first, so that they are decided after the gates are up to date)."""
+        self._runs(exp_id)  # an unknown experiment in a target is an error that lists the valid ones
+        return bool(self.plan.experiments[exp_id].requires) and not self.ignore_gates
+
+    def closed_gates(self, exp_id: str, gates_file: str) -> list[str]:
+        """The gates the experiment requires that gates_file does not show as passed."""
+        from labrunner.yamlio import load_yaml
+
+        gates = (load_yaml(Path(gates_file)) or {}).get("gates") or {}
+        return [gate_id for gate_id in self.plan.experiments[exp_id].requires
+                if (gates.get(gate_id) or {}).get("status") != "passed"]
+
     @cached_property
     def _holds(self) -> _Holds:
         """Decided once, from the records as they are before any job runs (see _Holds)."""
         waiting = [exp_id for exp_id in self.runs_by_experiment
                    if self.plan.experiments[exp_id].dependencies or self.plan.experiments[exp_id].requires]
         if not waiting or not self.main_process:
-            return _Holds({}, frozenset(), frozenset())
+            return _Holds({}, frozenset(), frozenset(), {})
         from labrunner.aggregate import collect_project
         from labrunner.state import RunStatus, run_states
 
@@ -203,41 +221,33 @@ class Pipeline:
         will_run: dict[str, bool] = {}
         held: dict[str, str] = {}
         ordered: set[str] = set()
+        gate_open: dict[str, list[str]] = {}
         for exp_id in view.experiments:  # upstream first
             if not self.forced:
                 for run, state in zip(self.runs_by_experiment[exp_id], run_states(self.plan, exp_id, self.stub)):
                     if state.status == RunStatus.COMPLETED:
                         current.add((exp_id, run.run))
-            unmet_final, unmet_open = self._requirements(exp_id, view, will_run)
+            unmet_final, unmet_open = self._unmet_dependencies(exp_id, view, will_run)
             if unmet_final:
                 held[exp_id] = "; ".join(unmet_final)
             elif unmet_open:
                 ordered.add(exp_id)
+            if self.waits_for_gates(exp_id):
+                gate_open[exp_id] = [g for g in self.plan.experiments[exp_id].requires
+                                     if any(will_run.get(e) for e in self.plan.gates[g].experiments)]
             will_run[exp_id] = exp_id not in held and any(
                 (exp_id, run.run) not in current for run in self.runs_by_experiment[exp_id])
-        return _Holds(held, frozenset(ordered), frozenset(current))
+        return _Holds(held, frozenset(ordered), frozenset(current), gate_open)
 
-    def _requirements(self, exp_id: str, view: Any, will_run: Mapping[str, bool]) -> tuple[list[str], list[str]]:
-        """(requirements unmet for good in this run, requirements that upstream runs may still change)."""
-        experiment = self.plan.experiments[exp_id]
+    def _unmet_dependencies(self, exp_id: str, view: Any, will_run: Mapping[str, bool]) -> tuple[list[str], list[str]]:
+        """(dependencies unmet for good in this run, dependencies that will run in this run)."""
         final, open_ = [], []
-        for dep in experiment.dependencies:
+        for dep in self.plan.experiments[exp_id].dependencies:
             upstream = view.experiments.get(dep)
             if upstream is None or (upstream["status"] == "completed" and not will_run.get(dep)):
                 continue
             (open_ if will_run.get(dep) else final).append(f"waits for {dep} ({upstream['status']})")
-        for gate_id in [] if self.ignore_gates else experiment.requires:
-            gate = view.gates.get(gate_id) or {}
-            upstream_runs = any(will_run.get(e) for e in self.plan.gates[gate_id].experiments)
-            if gate.get("status") == "passed" and not upstream_runs:
-                continue
-            blockers = "; ".join(gate.get("blockers") or [])
-            (open_ if upstream_runs else final).append(f"held by {gate_id} ({gate.get('status')}: {blockers})")
         return final, open_
-
-    def held_experiments(self) -> dict[str, str]:
-        """Experiments whose runs stay out of this run, and why."""
-        return dict(self._holds.held)
 
     def plan_digest(self, refresh: bool = False) -> str:
         """The plan file's content hash as the DAG was built from it (or, with refresh, now)."""
@@ -247,10 +257,14 @@ class Pipeline:
         return self.__dict__.setdefault("_plan_digest", digest)
 
     def announce_holds(self) -> None:
-        """Say, before any job starts (dry runs too), which experiments do not run and why."""
+        """Say, before any job starts (dry runs too), which experiments do not run and why, and
+        which wait for a gate that this run decides."""
         for exp_id, why in self._holds.held.items():
-            hint = " (--config ignore_gates=true runs them anyway)" if "held by" in why else ""
-            print(f"labrunner: {exp_id} does not run: {why}{hint}", file=sys.stderr)
+            print(f"labrunner: {exp_id} does not run: {why}", file=sys.stderr)
+        for exp_id, gates in self._holds.gate_open.items():
+            if gates:
+                print(f"labrunner: {exp_id} runs only if {' and '.join(gates)} passes, which this run decides "
+                      f"after its experiments; a dry run cannot list its jobs yet", file=sys.stderr)
 
     def set_aside_damaged_results(self) -> list[str]:
         """Find result files that were truncated or edited on disk, move each into its run's
@@ -273,20 +287,25 @@ class Pipeline:
         return damaged
 
     def mark_unrecorded_runs(self) -> list[str]:
-        """Give `status: none` to each run of an aggregated experiment that has no failure.yaml
-        (its folder was deleted, or the sub is new): the new input is newer than the aggregate,
-        so Snakemake rebuilds the run. Without it, a deleted result whose experiment was already
-        aggregated would never be rebuilt (Snakemake does not rebuild a missing intermediate file
-        while the files downstream of it are newer), and the write-up would stay "pending"."""
+        """Rerun a run whose records are gone while the write-up still reports them.
+
+        A run folder deleted by hand (no failure.yaml, although results.yaml reports the run as
+        having run) gets `status: none`; a result.yaml that is gone although its last attempt
+        completed (deleted by hand, or discarded by Snakemake when its job was cancelled) gets a
+        failure record that says so. Either new input is newer than the aggregate, so Snakemake
+        rebuilds the run; without it the missing file would never be rebuilt (Snakemake does not
+        rebuild a missing intermediate file while the files downstream of it are newer).
+        """
         marked = []
         for exp_id, runs in self.runs_by_experiment.items():
-            aggregated = os.path.exists(self.experiment_results(exp_id))
+            reported: set[str] | None = None  # read only when a run has no records at all
             for run in runs:
                 paths = layout.RunPaths(Path(self.run_file(exp_id, run.run, "result.yaml")).parent)
                 if paths.result.exists():
                     continue
                 if not paths.failure.exists():
-                    if aggregated:  # never aggregated: the aggregate's own missing output reruns everything
+                    reported = self._reported_runs(exp_id) if reported is None else reported
+                    if run.run in reported:
                         records.write_none(paths.failure)
                         marked.append(f"{exp_id}/{run.run}")
                     continue
@@ -298,21 +317,37 @@ class Pipeline:
                           f"{exp_id}/{run.run} will be rebuilt", file=sys.stderr)
         return marked
 
+    def _reported_runs(self, exp_id: str) -> set[str]:
+        """The runs an experiment's results.yaml reports as having run (not pending or held)."""
+        from labrunner.yamlio import load_yaml
+
+        path = Path(self.experiment_results(exp_id))
+        if not path.exists():
+            return set()
+        try:
+            subs = (load_yaml(path) or {}).get("subs") or {}
+        except LabrunnerError:
+            return set()
+        seeds_of = {spec.sub_id: spec.seeds for spec in self.plan.subs(exp_id)}
+        reported = set()
+        for sub_id, sub in subs.items():
+            for entry in sub.get("seeds") or [sub]:
+                if sub_id in seeds_of and entry.get("status") not in ("pending", "held", "skipped", None):
+                    reported.add(sub_id if len(seeds_of[sub_id]) <= 1 else f"{sub_id}/seed-{entry.get('seed')}")
+        return reported
+
     def experiment_results(self, exp_id: str) -> str:
         self._runs(exp_id)  # an unknown experiment in a target is an error, not a missing file
         return f"{self.results_root}/{exp_id}/results.yaml"
 
     def requirement_inputs(self, exp_id: str, run: str) -> list[str]:
-        """What a run waits for before it starts: the results of the experiments it depends on and
-        the gates file, only for a run that will run while something upstream may still change
-        (see _Holds). Plain inputs, never ancient(): a run that waits here reruns anyway."""
+        """What a run waits for before it starts: the results of the experiments it depends on, only
+        for a run that will run while a dependency will run too (see _Holds). Plain inputs, never
+        ancient(): a run that waits here reruns anyway."""
         if exp_id not in self._holds.ordered or (exp_id, run) in self._holds.current:
             return []
         experiment = self.plan.experiments[exp_id]
-        files = [self.experiment_results(dep) for dep in experiment.dependencies if dep in self.runs_by_experiment]
-        if experiment.requires and not self.ignore_gates:
-            files.append(self.gates_file)
-        return files
+        return [self.experiment_results(dep) for dep in experiment.dependencies if dep in self.runs_by_experiment]
 
     def all_experiment_results(self) -> list[str]:
         return [self.experiment_results(exp_id) for exp_id in self.plan.active_experiments]

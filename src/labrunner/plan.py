@@ -586,6 +586,8 @@ def _reference_issues(model: PlanModel, raw: Any, shown: str,
         return Issue(shown, ".".join(str(p) for p in loc), message, line_of(raw, loc))
 
     experiments = model.experiments
+    gates_raw = raw.get("gates") if isinstance(raw, Mapping) else None
+    written_gates = [str(key) for key in gates_raw] if isinstance(gates_raw, Mapping) else []
 
     def never_completes(exp_id: str) -> str | None:
         exp = experiments.get(exp_id)
@@ -616,7 +618,8 @@ def _reference_issues(model: PlanModel, raw: Any, shown: str,
         for index, gate_id in enumerate(exp.requires):
             gate = model.gates.get(gate_id)
             if gate is None:
-                yield at((*base, "requires", index), _unknown("gate", gate_id, model.gates))
+                if gate_id not in written_gates:  # one that is written but invalid is reported already
+                    yield at((*base, "requires", index), _unknown("gate", gate_id, written_gates))
             elif exp_id in gate.experiments:
                 yield at((*base, "requires", index), f"{exp_id} requires {gate_id}, which waits for {exp_id} itself")
         skipped = {spec.sub_id: spec.skip_reason for spec in subs_by_experiment.get(exp_id, ()) if spec.skip_reason}

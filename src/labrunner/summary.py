@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
@@ -274,8 +275,6 @@ def end_of_run(pipeline: Any, success: bool) -> str | None:
         changed = f"the plan is no longer valid: {exc}"
     refresh_quietly(plan, pipeline.stub, pipeline.ignore_gates)
     print_run_summary(plan, pipeline.stub, success, pipeline.ignore_gates)
-    if not success:
-        return None
     if changed is None and pipeline.plan_digest() != pipeline.plan_digest(refresh=True):
         changed = f"{pipeline.plan.path} changed while the run was going"
     stale = [state.key for exp_id in plan.active_experiments for state in run_states(plan, exp_id, pipeline.stub)
@@ -286,4 +285,8 @@ def end_of_run(pipeline: Any, success: bool) -> str | None:
     if stale:
         parts.append(f"{len(stale)} result(s) do not match the plan or code now: {', '.join(stale[:10])}"
                      + (" ..." if len(stale) > 10 else ""))
-    return "labrunner: " + "; ".join(parts) + ". Run the same command again to bring them up to date."
+    problem = "labrunner: " + "; ".join(parts) + ". Run the same command again to bring them up to date."
+    if not success:  # the run fails anyway; say this too, it explains part of what the summary shows
+        print(problem, file=sys.stderr)
+        return None
+    return problem

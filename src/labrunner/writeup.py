@@ -87,10 +87,9 @@ def refresh_quietly(plan: Plan, stub: bool, ignore_gates: bool) -> None:
     except (LabrunnerError, OSError) as exc:
         print(f"labrunner: the write-up could not be brought up to date: {exc}", file=sys.stderr)
         return
-    if written:
-        shown = ", ".join(sorted({str(Path(path).parent) if path.endswith(('.md', '.csv', '.png')) and 'results/' in path
-                                  else path for path in written}))
-        print(f"labrunner: brought the write-up up to date with the records: {shown}", file=sys.stderr)
+    shown = [path for path in written if not path.endswith(("metrics.md", "metrics.csv", "criteria.png"))]
+    if shown:
+        print(f"labrunner: brought the write-up up to date with the records: {', '.join(shown)}", file=sys.stderr)
 
 
 def _load(path: Path) -> dict[str, Any] | None:

@@ -35,7 +35,10 @@ rule aggregate_experiment:
         "../scripts/aggregate_experiment.py"
 
 
-rule gates:
+# A checkpoint: an experiment that `requires:` a gate decides which of its runs to build only
+# after the gate is up to date (see get_experiment_records), so that a gate that passes during a
+# run lets the held experiment run in the same run, and one that fails holds it with no job failed.
+checkpoint gates:
     input:
         results=get_gated_experiment_results,
         plan=PIPELINE.plan_file,

@@ -75,6 +75,11 @@ GPU_RESOURCES = (
 
 
 def get_experiment_records(wildcards):
+    # an experiment that requires gates asks the gates checkpoint first: its runs join the DAG
+    # only once the gates are up to date, and only if they passed (see Pipeline.experiment_records)
+    if PIPELINE.waits_for_gates(wildcards.exp):
+        gates_file = checkpoints.gates.get().output[0]
+        return PIPELINE.experiment_records(wildcards.exp, gates_file)
     return PIPELINE.experiment_records(wildcards.exp)
 
 
