@@ -41,7 +41,7 @@ def snakemake_commands() -> list[str]:
                 words = shlex.split(part)
                 if words and Path(words[0]).name == "snakemake":
                     found.append(shlex.join(["snakemake", *words[1:]]))
-    found += re.findall(r"`(snakemake [^`]+)`", README)
+    found += [" ".join(text.split()) for text in re.findall(r"`(snakemake [^`]+)`", README)]
     return list(dict.fromkeys(found))
 
 
@@ -82,6 +82,10 @@ def test_readme_snakemake_command_dry_runs_on_the_example(command: str, example:
     words = shlex.split(command)
     if "slurm" in words:
         pytest.importorskip("snakemake_executor_plugin_slurm")
+    for word in words:  # another plan file: the example's plan, at the path the README names
+        if word.startswith("plan="):
+            (example / word[5:]).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(example / "research" / "research_plan.yaml", example / word[5:])
 
     done = run(example, [str(BIN / "snakemake"), *words[1:], "-n"])
 
