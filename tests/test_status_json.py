@@ -210,3 +210,19 @@ def test_status_json_reports_stale_interrupted_and_gate_decisions(
     assert gate["decision"]["verdict"] == "proceed" and gate["decision"]["by"] == "ana"
     assert "computed_status" in gate
     assert doc["experiments"]["e2"].get("held_by") is None  # the decision opened the gate
+
+
+def test_status_json_masks_secrets(make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch,
+                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A token that reached a record (written before the variable was set, say) never reaches
+    the JSON that an agent may paste somewhere."""
+    root = make_project(PLAN, HANDLERS)
+    write_failure(RunPaths(root / "results" / "e1" / "broken"), {"run_id": "x", "attempts": 1, "error": {
+        "type": "HTTPError", "message": "401 for https://hub/api?token=hf_0123456789abcdef", "hint": None,
+        "handler_line": None}}, None)
+    monkeypatch.setenv("HF_TOKEN", "hf_0123456789abcdef")
+
+    code, doc = status_json(root, monkeypatch, capsys)
+
+    assert code == 1
+    assert doc["failures"][0]["error"]["message"] == "401 for https://hub/api?token=***"

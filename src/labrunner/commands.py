@@ -9,6 +9,7 @@ Exit codes, the same for every command (docs/cli.md):
     3    refused, nothing was run or changed: `labrunner run` of a sub that is held (a dependency
          or a gate) or that another attempt is running
     130  interrupted (Ctrl-C)
+    141  the reader of the output went away (`labrunner status | head`), as for SIGPIPE
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ exit status:
        that would leave the plan invalid (new)
   2    the command line is wrong
   3    refused, nothing run or changed (run: the sub is held, or another attempt runs it)
-  130  interrupted"""
+  130  interrupted
+  141  the reader of the output went away (`labrunner status | head`)"""
 
 
 def add_commands(commands: Any) -> None:
@@ -100,8 +102,17 @@ def cmd_guide(args: argparse.Namespace) -> int:
 
 
 def _print_json(document: dict[str, Any]) -> None:
-    # allow_nan=False: status_json.jsonable spells NaN as text, so the output is strict JSON
-    print(json.dumps(document, indent=2, allow_nan=False))
+    """Strict JSON on stdout (status_json.jsonable spells NaN as text), secrets masked: an error
+    message or a finding can hold a token (see labrunner.redact)."""
+    from labrunner.redact import redact_data
+
+    print(json.dumps(redact_data(document), indent=2, allow_nan=False))
+
+
+def _complain(command: str, error: LabrunnerError) -> None:
+    from labrunner.redact import redact
+
+    print(redact(f"labrunner {command}: {error}"), file=sys.stderr)
 
 
 def cmd_validate_json(args: argparse.Namespace) -> int:
@@ -112,7 +123,7 @@ def cmd_validate_json(args: argparse.Namespace) -> int:
         document = validate_document(load_plan(_plan_path(args.plan)))
     except LabrunnerError as exc:
         _print_json(error_document(VALIDATE_SCHEMA, exc))
-        print(f"labrunner validate: {exc}", file=sys.stderr)
+        _complain("validate", exc)
         return 1
     _print_json(document)
     return 0
@@ -126,7 +137,7 @@ def cmd_status_json(args: argparse.Namespace) -> int:
         document = status_document(load_plan(_plan_path(args.plan), check_handlers=False), stub=args.stub)
     except LabrunnerError as exc:
         _print_json(error_document(STATUS_SCHEMA, exc))
-        print(f"labrunner status: {exc}", file=sys.stderr)
+        _complain("status", exc)
         return 1
     _print_json(document)
     return 0 if document["ok"] else 1
