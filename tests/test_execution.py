@@ -536,3 +536,41 @@ def test_run_sub_backend_that_raises_leaves_a_failure_record_not_a_running_one(m
     assert record["error"]["message"] == "the ConnectionError came from the backend, not the handler: the scheduler refused the job"
     assert "test_execution.py" in record["error"]["traceback"]
     assert record["attempts"] == 2  # retried like any failure
+
+
+STOP_OUTSIDE_ATTEMPT = '''
+import io, os, signal, sys
+from labrunner.execution import Backend, run_sub
+from labrunner.plan import load_plan
+
+class SignalsItself(Backend):
+    """An attempt that ends, then a SIGTERM arrives while the supervisor writes its record (or
+    before its retry), as when SLURM's scancel lands at that moment."""
+    name = "local"
+    def run_attempt(self, request):
+        os.kill(os.getpid(), signal.SIGTERM)
+        if sys.argv[2] == "completes":
+            return {"status": "completed", "finding": "done", "metrics": {}, "artifacts": [], "warnings": []}
+        return {"status": "failed", "error": {"type": "ValueError", "message": "flaky"}, "warnings": []}
+
+plan = load_plan(sys.argv[1])
+done = run_sub(plan, plan.sub("e1-demo", "s1"), backend=SignalsItself(), console=io.StringIO())
+print("returned", done.status)
+'''
+
+
+@pytest.mark.parametrize("attempt", ["completes", "fails"])
+def test_run_sub_stop_outside_an_attempt_waits_for_the_record(attempt: str, make_project: ProjectFactory) -> None:
+    root = make_project(one_sub_plan(retries=2), {f"handlers/{EXP}/{SUB}.py": "def s1(runner):\n    return {}\n"})
+
+    done = subprocess.run([sys.executable, "-c", STOP_OUTSIDE_ATTEMPT, str(root / PLAN_FILE), attempt],
+                          capture_output=True, text=True, timeout=60, cwd=root)
+
+    assert done.returncode == 0 and "returned" in done.stdout, done.stderr  # not killed mid-record
+    run_dir = root / "results" / EXP / SUB
+    if attempt == "completes":
+        assert read_record(run_dir / "result.yaml")["status"] == "completed"
+    else:  # the retry does not start: the stop is recorded, not "Lost" next time
+        failure = read_record(run_dir / "failure.yaml")
+        assert failure["status"] == "failed" and failure["error"]["type"] == "Terminated"
+        assert failure["attempts"] == 2 and "before the attempt started" in failure["error"]["message"]

@@ -522,14 +522,47 @@ def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = 
     lock = RunLock(paths.lock, label)
     lock_warning = lock.acquire(started_at, " ".join(sys.argv))
     try:
-        return _run_locked(plan, spec, seed, stub, backend, console, root, paths, label, started_at,
-                           [lock_warning] if lock_warning else [])
+        with _DeferredStops() as stops:
+            return _run_locked(plan, spec, seed, stub, backend, console, root, paths, label, started_at,
+                               [lock_warning] if lock_warning else [], stops)
     finally:
         lock.release()
 
 
+class _DeferredStops:
+    """Outside an attempt (before it, between retries, while the records are written) a Ctrl-C or
+    SIGTERM must not kill this process half-way through a record: the next run would call the
+    attempt "Lost". It is noted instead: no new attempt starts, and the run ends once its record
+    is written. During an attempt, _StopSignals takes over and forwards it to the handler."""
+
+    def __init__(self) -> None:
+        self.stopped: list[str] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_DeferredStops":
+        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+            self._previous = {sig: signal.signal(sig, self._note) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.stopped.append(signal.Signals(signum).name)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _stopped_before_attempt(stopped: list[str]) -> dict[str, Any]:
+    name = stopped[0]
+    error_type = "Interrupted" if name == "SIGINT" else "Terminated"
+    message = f"the run was stopped by {name} before the attempt started"
+    return {"status": FAILED, "error": {"type": error_type, "message": message, "traceback": None,
+                                        "handler_line": None, "hint": hint_for(error_type, message, "")},
+            "warnings": []}
+
+
 def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backend, console: TextIO, root: Path,
-                paths: RunPaths, label: str, started_at: str, warnings: list[str]) -> SubRun:
+                paths: RunPaths, label: str, started_at: str, warnings: list[str], stops: _DeferredStops) -> SubRun:
     run_id = uuid.uuid4().hex[:12]
     started_s = time.monotonic()
     code = code_hashes(root, spec.handler_file)  # the code this attempt runs, before it can change
@@ -550,6 +583,10 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
             handler_function=spec.handler_function, run_id=run_id, attempt=attempt,
         )
         request = AttemptRequest(context, paths, spec.timeout_min * 60.0, spec.gpu, label, console)
+        if stops.stopped:  # stopped before this attempt (or between retries): it does not start
+            outcome = _stopped_before_attempt(stops.stopped)
+            attempts.append(outcome)
+            break
         try:
             outcome = backend.run_attempt(request)
         except Exception as exc:  # noqa: BLE001 - a backend that breaks is a failure, not a stuck record
