@@ -1,4 +1,5 @@
-"""The `labrunner` command: validate a plan, run one sub-experiment, show the status table."""
+"""The `labrunner` command: validate a plan, run one sub-experiment, show the status table.
+init, new, guide and the --json forms live in labrunner.commands, with the exit codes."""
 
 from __future__ import annotations
 
@@ -23,11 +24,15 @@ EXIT_CLOSED_PIPE = 128 + 13  # what a program killed by SIGPIPE returns: `labrun
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labrunner", description="Run a research plan's experiments.")
+    from labrunner.commands import EXIT_CODES, add_commands
+
+    parser = argparse.ArgumentParser(prog="labrunner", description="Run a research plan's experiments.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check research_plan.yaml and its handlers; print a summary")
     validate.add_argument("--plan", type=Path, default=None, help="plan file (default: research/research_plan.yaml)")
+    validate.add_argument("--json", action="store_true", help="print the result as JSON (schema in docs/cli.md)")
 
     run = commands.add_parser("run", help="run one sub-experiment and write its records")
     run.add_argument("experiment", help="experiment id")
@@ -47,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="table of what passed, failed, is pending")
     status.add_argument("--plan", type=Path, default=None)
     status.add_argument("--stub", action="store_true", help="show the stub tree")
+    status.add_argument("--json", action="store_true", help="print everything as JSON, with the next commands "
+                        "(schema in docs/cli.md)")
+    add_commands(commands)
     return parser
 
 
@@ -57,6 +65,10 @@ def _plan_path(value: Path | None) -> Path:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.json:
+        from labrunner.commands import cmd_validate_json
+
+        return cmd_validate_json(args)
     from labrunner.plan import load_plan
     from labrunner.summary import plan_summary
 
@@ -139,6 +151,10 @@ def _backend(name: str, plan: Plan) -> Backend:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.json:
+        from labrunner.commands import cmd_status_json
+
+        return cmd_status_json(args)
     from labrunner.plan import load_plan
     from labrunner.summary import status_report
 
@@ -176,7 +192,9 @@ def _reader_left() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"validate": cmd_validate, "run": cmd_run, "status": cmd_status}
+    from labrunner.commands import HANDLERS
+
+    handlers = {"validate": cmd_validate, "run": cmd_run, "status": cmd_status, **HANDLERS}
     try:
         code = handlers[args.command](args)
         sys.stdout.flush()  # here, where a closed pipe can be handled, not at exit

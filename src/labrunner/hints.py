@@ -78,6 +78,9 @@ HINTS: tuple[Hint, ...] = (
          "name artifacts with a relative path inside the artifacts folder, e.g. 'plots/curve.png'"),
     Hint(("MetricError",), r".",
          "log one number per metric: reduce tensors first (loss.mean()), or save arrays with runner.results.save_json_artifact"),
+    Hint(("NotImplementedError",), r"write the experiment in",
+         "this handler is still the template that `labrunner new` wrote: write the experiment in it (it must return "
+         "{'finding': ..., 'metrics': {...}}), then run the same command again"),
     Hint(("ZeroDivisionError",), r".", "a denominator was zero: check for empty data (a stub run with too little data?)"),
     Hint(("FileNotFoundError",), r".",
          "a file was not found: paths are relative to the project root; put data under the project or use an absolute path"),

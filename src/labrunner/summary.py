@@ -8,6 +8,7 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
+from labrunner.invocation import rerun_command
 from labrunner.layout import RunPaths
 from labrunner.plan import Plan
 
@@ -243,8 +244,7 @@ def status_report(plan: Plan, stub: bool = False, only_attention: bool = False,
         lines += _attention_lines(plan, label, kind, why, state)
     to_run = [item for item in attention if item[1][0] in ("failed", "interrupted", "damaged", "stale", "pending")]
     if to_run:
-        target = "stub/research/FINDINGS.md --config stub=true" if stub else "research/FINDINGS.md"
-        lines += ["", f"Rerun what failed or is missing (nothing else reruns): snakemake --cores 4 {target}"]
+        lines += ["", f"Rerun what failed or is missing (nothing else reruns): {rerun_command(plan.root, stub)}"]
         if failures:
             _, (_, _, state) = failures[0]
             seed = f" --seed {state.seed}" if len(state.spec.seeds) > 1 else ""

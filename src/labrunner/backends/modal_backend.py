@@ -25,6 +25,10 @@ image rebuild.
 `ModalBackend` reaches Modal only through a `ModalClient` ("submit and wait", "read a Volume
 file"): `ModalCloud` is the real one; `InProcessModal` runs the same function in this process
 through Modal's `.local()`, for tests and for debugging without a Modal account.
+
+`run_experiment` is the classic entrypoint, `modal run -m labrunner.backends.modal_backend::run_experiment
+--experiment-id X [--stub-mode]`: it runs Snakemake on that experiment's write-up with
+`--config backend=modal`, so it is the same pipeline, with the same files and reruns.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ import importlib.metadata
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -54,10 +60,10 @@ from grpclib.exceptions import StreamTerminatedError
 
 import labrunner
 from labrunner.backends import PROJECT_ROOT_ENV
-from labrunner.errors import BackendError
+from labrunner.errors import BackendError, ConfigError, Issue, LabrunnerError
 from labrunner.execution import AttemptRequest, Backend, LocalBackend
 from labrunner.hints import hint_for
-from labrunner.layout import RunPaths
+from labrunner.layout import RunPaths, experiment_findings_path
 from labrunner.plan import DEFAULT_PLAN_PATH
 from labrunner.records import FAILED, now_iso
 from labrunner.redact import redact
@@ -65,7 +71,8 @@ from labrunner.runner import ARTIFACTS_DIR, RunContext
 
 __all__ = [
     "CallOptions", "InProcessModal", "ModalBackend", "ModalClient", "ModalCloud", "RemoteCallStopped",
-    "app", "build_image", "call_options", "execute_job", "image", "image_packages", "run_attempt_remote",
+    "app", "build_image", "call_options", "execute_job", "experiment_command", "image", "image_packages",
+    "run_attempt_remote", "run_experiment",
 ]
 
 APP_NAME = "labrunner"
@@ -546,3 +553,51 @@ def failure_outcome(exc: BaseException, options: CallOptions, tries: int) -> dic
                   "hint": hint_for(error_type, message, "")},
         "warnings": [],
     }
+
+
+# --- the classic entrypoint: `modal run -m labrunner.backends.modal_backend::run_experiment` --------
+
+def _snakemake_program() -> list[str]:
+    """The Snakemake of this environment, activated or not."""
+    script = Path(sys.executable).parent / "snakemake"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "snakemake"]
+
+
+def experiment_command(experiment_id: str, stub: bool = False, cores: int = 8,
+                       plan_path: Path = DEFAULT_PLAN_PATH) -> list[str]:
+    """The Snakemake command that runs one experiment's subs on Modal (only what is missing or
+    failed, and what it depends on) and writes its results and FINDINGS.md: the same pipeline,
+    files and reruns as `snakemake ... --config backend=modal`. The target comes first: `--config`
+    takes every word after it."""
+    from labrunner.plan import load_plan
+
+    if cores < 1:
+        raise ConfigError([Issue("--cores", str(cores), "expected at least 1 (the number of concurrent Modal calls)")])
+    plan = load_plan(plan_path, check_handlers=False)
+    if experiment_id not in plan.active_experiments:
+        archived = [exp_id for exp_id in plan.experiments if exp_id not in plan.active_experiments]
+        why = "is archived in the plan" if experiment_id in archived else "is not in the plan"
+        raise ConfigError([Issue("--experiment-id", experiment_id,
+                                 f"{why}; experiments: {', '.join(plan.active_experiments) or 'none'}")])
+    target = experiment_findings_path(experiment_id, stub).as_posix()
+    config = ["backend=modal", *(["stub=true"] if stub else []),
+              *([f"plan={plan_path}"] if Path(plan_path) != DEFAULT_PLAN_PATH else [])]
+    return [*_snakemake_program(), target, "--cores", str(cores), "--config", *config]
+
+
+@app.local_entrypoint()
+def run_experiment(experiment_id: str, stub_mode: bool = False, cores: int = 8) -> None:
+    """Run one experiment's sub-experiments on Modal: only those missing or failed (and the
+    experiments it depends on), through the same Snakemake pipeline as
+    `snakemake research/FINDINGS.md --config backend=modal`, so it writes the same records,
+    results.yaml and FINDINGS.md. --stub-mode runs stub_params in the stub/ tree, without GPUs;
+    --cores bounds the concurrent Modal calls."""
+    try:
+        command = experiment_command(experiment_id, stub=stub_mode, cores=cores)
+    except LabrunnerError as exc:
+        print(f"run_experiment: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    print(f"run_experiment: {shlex.join(command)}", flush=True)
+    code = subprocess.run(command, check=False).returncode
+    if code:
+        raise SystemExit(code)

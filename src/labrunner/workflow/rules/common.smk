@@ -1,4 +1,8 @@
 # Plan loading (validated once, before any job starts) and every input function the rules use.
+import os
+import sys
+
+from labrunner import invocation
 from labrunner.errors import LabrunnerError
 from labrunner.pipeline import Pipeline, put_labrunner_on_path, forced_run
 from labrunner.summary import end_of_run
@@ -19,6 +23,9 @@ if workflow.is_main_process:
     PIPELINE.set_aside_damaged_results()
     PIPELINE.mark_unrecorded_runs()
     PIPELINE.announce_holds()
+# this run's command line, recorded when it starts (onstart), so that the rerun hint repeats it;
+# read before put_labrunner_on_path changes PATH, to print the program as the user can type it
+INVOCATION = invocation.capture(sys.argv, os.environ.get("PATH")) if workflow.is_main_process else None
 # jobs call the `labrunner` of the environment Snakemake runs in, activated or not
 put_labrunner_on_path()
 PIPELINE.export_backend()
@@ -98,6 +105,11 @@ def is_stub(wildcards=None):
 
 def ignores_gates(wildcards=None):
     return PIPELINE.ignore_gates
+
+
+onstart:
+    if INVOCATION is not None:
+        INVOCATION.save(PIPELINE.plan.root, PIPELINE.stub, workflow.dag_settings.targets)
 
 
 # The end of every run, whatever happened: the write-up is brought up to date with the records
