@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Stop the cluster that tests/slurm/start-cluster.sh started: only the processes whose pids it
+# recorded under $LABRUNNER_SLURM_DIR (default /tmp/labrunner-slurm), and only while each pid
+# still belongs to the daemon it was recorded for. The folder is kept (logs); SLURM jobs still
+# running die with slurmd.
+set -euo pipefail
+
+DIR=${LABRUNNER_SLURM_DIR:-/tmp/labrunner-slurm}
+STOP_WAIT_S=10
+
+say() { echo "slurm-cluster: $*"; }
+
+stop() {  # stop PIDFILE NAME
+    local pid
+    if [[ ! -s $1 ]]; then
+        return
+    fi
+    pid=$(<"$1")
+    if [[ $(cat "/proc/$pid/comm" 2>/dev/null) != "$2" ]]; then
+        say "$2 (pid $pid) is not running"
+        rm -f "$1"
+        return
+    fi
+    kill -TERM "$pid"
+    for _ in $(seq $((STOP_WAIT_S * 10))); do
+        [[ -d /proc/$pid ]] || break
+        sleep 0.1
+    done
+    if [[ -d /proc/$pid ]]; then
+        say "$2 (pid $pid) did not stop within ${STOP_WAIT_S}s of SIGTERM: SIGKILL"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    rm -f "$1"
+    say "stopped $2 (pid $pid)"
+}
+
+stop "$DIR/slurmd.pid" slurmd
+stop "$DIR/slurmctld.pid" slurmctld
+stop "$DIR/munge/munged.pid" munged
