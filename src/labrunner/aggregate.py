@@ -109,6 +109,10 @@ def _run_entry(plan: Plan, state: RunState) -> dict[str, Any]:
         error = record.get("error") or {}
         entry["error"] = {key: error.get(key) for key in ("type", "message", "handler_line", "hint")}
         entry["attempts"] = record.get("attempts")
+    if record.get("executor"):  # the job that made the record: SLURM job id and node, or local
+        entry["executor"] = record["executor"]
+    if record.get("modal_call_id"):
+        entry["modal_call_id"] = record["modal_call_id"]
     failure_file = state.paths.failure
     last = _last_failure(failure_file) if state.status == COMPLETED else None
     if last:

@@ -8,11 +8,12 @@ without importing handler code, and cached: a dry run of a thousand subs must st
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import re
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -25,6 +26,10 @@ from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
 __all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "put_labrunner_on_path", "split_run"]
 
 BACKEND_ENV = "LABRUNNER_BACKEND"
+# A job's time limit is its attempts' timeouts plus this: Snakemake and labrunner start-up, and
+# the records written after the handler stops; W&B's bounded init and finish come on top. So
+# labrunner's own timeout fires first and records a Timeout, before a cluster kills the job.
+RUNTIME_MARGIN_MIN = 2
 
 # --config key -> what it accepts
 CONFIG_KEYS = {
@@ -73,8 +78,10 @@ class Pipeline:
     workdir: Path = field(default_factory=Path.cwd)  # where Snakemake runs: paths are relative to it
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], workdir: Path | None = None) -> "Pipeline":
-        """Check --config and load the plan; every problem is an error before any job starts."""
+    def from_config(cls, config: Mapping[str, Any], workdir: Path | None = None, *,
+                    check_handlers: bool = True) -> "Pipeline":
+        """Check --config and load the plan; every problem is an error before any job starts.
+        A job (check_handlers=False) skips the handler checks the submitting side has done."""
         issues = []
         for key in config:
             if key not in CONFIG_KEYS:
@@ -88,7 +95,7 @@ class Pipeline:
         if issues:
             raise ConfigError(issues)
         stub = _parse_bool("stub", config.get("stub", False))
-        plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))))
+        plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), check_handlers=check_handlers)
         return cls(plan=plan, stub=stub, backend=str(backend) if backend is not None else None,
                    workdir=Path(workdir or Path.cwd()))
 
@@ -177,6 +184,49 @@ class Pipeline:
                     print(f"labrunner: {path} is damaged ({problem}); moved to {kept}; {exp_id}/{run.run} will be rebuilt",
                           file=sys.stderr)
         return damaged
+
+    def record_discarded_results(self) -> list[str]:
+        """Find results that were written and then deleted, and give each a failure record that
+        says so (see records.record_discard): without one, the sub would show as pending.
+
+        Snakemake deletes the output of a job it takes for failed, even when labrunner wrote a
+        complete result first: a cluster job cancelled, or out of time, as it finished. Checked
+        while the Snakefile is read and again when a run ends with errors.
+        """
+        discarded = []
+        for exp_id, runs in self.runs_by_experiment.items():
+            for run in runs:
+                paths = layout.RunPaths(Path(self.run_file(exp_id, run.run, "result.yaml")).parent)
+                if paths.result.exists() or not paths.failure.exists():
+                    continue
+                kept = records.discarded_result(paths)
+                if kept is None or not self._is_current(records.read_record(kept, verify=False), run):
+                    continue  # never completed, or superseded by a change: pending is the truth
+                records.record_discard(paths, kept)
+                discarded.append(str(paths.result))
+                print(f"labrunner: {paths.result} was deleted after it was written (kept as {kept}); "
+                      f"{exp_id}/{run.run} is recorded as failed and reruns", file=sys.stderr)
+        return discarded
+
+    def _is_current(self, record: Mapping[str, Any], run: RunTarget) -> bool:
+        """Whether a result was made by the sub as the plan and its handler stand now."""
+        handler = record.get("handler") or {}
+        handler_path = self.plan.root / run.spec.handler_file
+        return (record.get("params") == run.spec.params_for(self.stub) and record.get("seed") == run.seed
+                and handler.get("file") == run.spec.handler_file.as_posix()
+                and handler.get("function") == run.spec.handler_function
+                and handler_path.exists() and handler.get("sha256") == sources.file_sha256(handler_path))
+
+    def require_shared_results(self, shared_fs_usage: Iterable[str]) -> None:
+        """A job writes failure.yaml, metrics.jsonl, artifacts/, history/ and wandb/ besides its
+        result: only a file system shared with the jobs brings them all back (an executor
+        without one copies back declared outputs only, and the reruns hinge on failure.yaml)."""
+        if "input-output" not in set(shared_fs_usage):
+            raise ConfigError([Issue("--shared-fs-usage", "input-output",
+                                     "labrunner needs the results folder on a file system shared with the jobs: "
+                                     "a sub writes failure.yaml, metrics.jsonl, artifacts/, history/ and wandb/ "
+                                     "besides result.yaml, and an executor without a shared file system brings "
+                                     "back only result.yaml and run.log; keep input-output in --shared-fs-usage")])
 
     def experiment_results(self, exp_id: str) -> str:
         self._runs(exp_id)  # an unknown experiment in a target is an error, not a missing file
@@ -281,6 +331,25 @@ class Pipeline:
         if not gpu or gpu[0] != "local":
             return ""
         return re.sub(r"[^a-z0-9_.]", "_", gpu[2].lower())
+
+    def runtime_min(self, exp_id: str, run: str) -> int:
+        """The job's time limit in minutes (Snakemake's `runtime`, SLURM's --time): every attempt
+        runs inside the one job, each up to timeout_min, then the margin and W&B's timeouts."""
+        spec = self.run_target(exp_id, run).spec
+        wandb = self.plan.model.wandb
+        tracking_s = wandb.init_timeout_s + wandb.finish_timeout_s
+        return math.ceil(spec.timeout_min * (spec.retries + 1) + tracking_s / 60) + RUNTIME_MARGIN_MIN
+
+    def mem_mb(self, exp_id: str, run: str) -> int:
+        """The job's memory in MB (Snakemake's `mem_mb`, SLURM's --mem), from the plan; only asked
+        for when the plan sets it (then every sub has one: plan validation sees to it)."""
+        mem_mb = self.run_target(exp_id, run).spec.mem_mb
+        assert mem_mb is not None, f"{exp_id}/{run} has no mem_mb"
+        return mem_mb
+
+    @cached_property
+    def sets_memory(self) -> bool:
+        return any(run.spec.mem_mb is not None for runs in self.runs_by_experiment.values() for run in runs)
 
     def modal_gpu(self, exp_id: str, run: str) -> str:
         """The GPU a Modal job asks Modal for (shown by `snakemake -n`); "" for none."""

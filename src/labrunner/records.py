@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from labrunner.errors import Issue, RecordError
+from labrunner.executor import current_executor
 from labrunner.layout import RunPaths
 from labrunner.redact import redact_data
 from labrunner.yamlio import atomic_write_text, dump_yaml
@@ -35,7 +36,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "COMPLETED", "FAILED", "NONE", "RESOLVED", "RUNNING",
-    "checked_text", "damage_of", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record", "record_damage", "set_aside",
+    "checked_text", "damage_of", "discarded_result", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record", "record_damage", "record_discard", "set_aside",
     "write_failure", "write_none", "write_result",
 ]
 
@@ -137,18 +138,22 @@ def last_failure_of(previous: dict[str, Any]) -> dict[str, Any] | None:
     if status == FAILED:
         return {key: value for key, value in previous.items() if key != "last_failure"}
     if status == RUNNING:
+        job_id = (previous.get("executor") or {}).get("job_id")
+        job = f", SLURM job {job_id}" if job_id else ""
         return {
             "status": FAILED,
             "run_id": previous.get("run_id"),
             "started_at": previous.get("started_at"),
+            "executor": previous.get("executor"),
             "error": {
                 "type": "Lost",
                 "message": (f"the run started at {previous.get('started_at')} on {previous.get('host')} "
-                            f"(pid {previous.get('pid')}) ended without writing a record: it was killed outright "
-                            "(SIGKILL, a lost machine) before it could"),
+                            f"(pid {previous.get('pid')}{job}) ended without writing a record: it was killed outright "
+                            "(SIGKILL, a lost machine, a cluster's time or memory limit) before it could"),
                 "traceback": None,
                 "handler_line": None,
-                "hint": "nothing to fix in the code if it was a lost machine; see run.log of that run for its last output",
+                "hint": ("nothing to fix in the code if it was a lost machine; see run.log of that run for its last output"
+                         + (f"; `sacct -j {job_id}` says how the job ended" if job_id else "")),
             },
         }
     if status == RESOLVED:
@@ -161,7 +166,7 @@ def mark_running(paths: RunPaths, run_id: str, started_at: str, pid: int, backen
     Returns the failure the record held before (kept inside it)."""
     last = last_failure_of(read_failure(paths))
     record = {"status": RUNNING, "run_id": run_id, "started_at": started_at, "host": socket.gethostname(),
-              "pid": pid, "backend": backend, "last_failure": last}
+              "pid": pid, "backend": backend, "executor": current_executor(), "last_failure": last}
     atomic_write_text(paths.failure, checked_text(record))
     return last
 
@@ -193,3 +198,40 @@ def write_result(paths: RunPaths, record: dict[str, Any], last_failure: dict[str
     text = checked_text({**record, "status": COMPLETED})
     _history(paths, record, "result", text)
     atomic_write_text(paths.result, text)
+
+
+def discarded_result(paths: RunPaths) -> Path | None:
+    """The history copy of a result that is gone although failure.yaml says its attempt completed
+    (`none` or `resolved`): a deletion after the job wrote it. None when nothing says so."""
+    failure = read_failure(paths)
+    if failure.get("status") == RESOLVED and failure.get("run_id"):
+        pattern = f"*-{failure['run_id']}.result.yaml"
+    elif failure.get("status") == NONE and "warning" not in failure:
+        pattern = "*.result.yaml"
+    else:
+        return None
+    kept = sorted(paths.history.glob(pattern)) if paths.history.is_dir() else []
+    return kept[-1] if kept else None  # history names start with the time they were written
+
+
+def record_discard(paths: RunPaths, kept: Path) -> None:
+    """Say in failure.yaml that a complete result was deleted, and why the sub reruns: with a
+    new failure record, newer than the aggregates, the next run rebuilds them and the sub."""
+    result = read_record(kept, verify=False)
+    executor = result.get("executor") or {}
+    job = f" by SLURM job {executor['job_id']}" if executor.get("job_id") else ""
+    stamp = now_iso()
+    record = {
+        "run_id": f"discarded-{stamp}", "ended_at": stamp, "executor": executor or None,
+        "discarded_result": {"run_id": result.get("run_id"), "ended_at": result.get("ended_at"), "kept": str(kept)},
+        "error": {
+            "type": "Discarded",
+            "message": (f"the result of run {result.get('run_id')}, written{job} at {result.get('ended_at')}, was "
+                        f"deleted: Snakemake deletes the output of a job it takes for failed (a cluster job cancelled, "
+                        f"or out of time, as it finished), or it was deleted by hand; it is kept as {kept}"),
+            "traceback": None, "handler_line": None,
+            "hint": ("nothing to fix in the code: the next run reruns the sub, as its result.yaml is missing"
+                     + (f"; `sacct -j {executor['job_id']}` says how the job ended" if executor.get("job_id") else "")),
+        },
+    }
+    write_failure(paths, record, last_failure_of(read_failure(paths)))

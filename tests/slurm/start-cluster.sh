@@ -6,16 +6,18 @@
 #
 # Needs root on Debian or Ubuntu. Every file the cluster writes (config, munge key and socket,
 # state, spool, logs, pid files) lives under one folder, $LABRUNNER_SLURM_DIR (default
-# /tmp/labrunner-slurm); nothing under /etc or /run is changed. The daemons themselves are
-# machine-wide (ports 6817 and 6818): one such cluster per machine.
+# /tmp/labrunner-slurm). The one file outside it is /etc/slurm/slurm.conf, a link to the config
+# in that folder: the SLURM commands find their cluster there, and SLURM_CONF cannot replace it
+# (the SLURM executor plugin's job step removes SLURM_* variables before it calls srun). A
+# machine whose /etc/slurm/slurm.conf is something else is refused. The daemons are machine-wide
+# (ports 6817 and 6818): one such cluster per machine.
 #
 # Idempotent: a cluster that already runs from that folder is left as it is ("already running").
-# The last line printed is `export SLURM_CONF=...`: the SLURM commands (sinfo, sbatch, squeue,
-# scancel) find the cluster through it.
 set -euo pipefail
 
 DIR=${LABRUNNER_SLURM_DIR:-/tmp/labrunner-slurm}
 CONF=$DIR/slurm.conf
+SYSTEM_CONF=/etc/slurm/slurm.conf
 PACKAGES=(slurmctld slurmd slurm-client munge)
 READY_WAIT_S=30
 
@@ -85,6 +87,15 @@ NodeName=$host NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$memory_mb State=UNKNOWN
 PartitionName=debug Nodes=ALL Default=YES MaxTime=INFINITE State=UP
 EOF
     say "wrote $CONF (node $host: $cpus CPUs, $memory_mb MB)"
+    mkdir -p "$(dirname "$SYSTEM_CONF")"
+    ln -sfn "$CONF" "$SYSTEM_CONF"
+    say "linked $SYSTEM_CONF -> $CONF"
+}
+
+check_system_conf() {  # a config of the machine's own is never replaced
+    if [[ -e $SYSTEM_CONF || -L $SYSTEM_CONF ]] && [[ $(readlink "$SYSTEM_CONF" || true) != "$CONF" ]]; then
+        die "$SYSTEM_CONF exists and is not a link to $CONF: this machine has a SLURM config of its own; not touching it"
+    fi
 }
 
 start_munge() {
@@ -112,7 +123,7 @@ started() {  # started PIDFILE NAME LOG: wait until the daemon that just forked 
 wait_for_idle_node() {
     local state=""
     for _ in $(seq $((READY_WAIT_S * 10))); do
-        state=$(SLURM_CONF=$CONF sinfo -h -o %T 2>/dev/null | head -1 || true)
+        state=$(sinfo -h -o %T 2>/dev/null | head -1 || true)
         [[ $state == idle ]] && return 0
         sleep 0.1
     done
@@ -120,9 +131,8 @@ wait_for_idle_node() {
 }
 
 if alive "$DIR/munge/munged.pid" munged && alive "$DIR/slurmctld.pid" slurmctld && alive "$DIR/slurmd.pid" slurmd \
-    && SLURM_CONF=$CONF sinfo -h -o %T 2>/dev/null | grep -qx idle; then
+    && [[ $(readlink "$SYSTEM_CONF" || true) == "$CONF" ]] && sinfo -h -o %T 2>/dev/null | grep -qx idle; then
     say "already running from $DIR (slurmctld pid $(<"$DIR/slurmctld.pid"), slurmd pid $(<"$DIR/slurmd.pid"))"
-    echo "export SLURM_CONF=$CONF"
     exit 0
 fi
 if [[ -e $DIR/slurmctld.pid || -e $DIR/slurmd.pid || -e $DIR/munge/munged.pid ]]; then
@@ -137,6 +147,7 @@ done
 
 mkdir -p "$DIR/state" "$DIR/spool" "$DIR/log"
 install_packages
+check_system_conf
 write_config
 start_munge
 # -i: start although there is no saved state yet (a fresh folder)
@@ -146,4 +157,3 @@ slurmd -f "$CONF" || die "slurmd did not start; see $DIR/log/slurmd.log"
 started "$DIR/slurmd.pid" slurmd "$DIR/log/slurmd.log"
 wait_for_idle_node
 say "node $(hostname -s) is idle in partition debug; logs in $DIR/log"
-echo "export SLURM_CONF=$CONF"

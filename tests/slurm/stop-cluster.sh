@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Stop the cluster that tests/slurm/start-cluster.sh started: only the processes whose pids it
 # recorded under $LABRUNNER_SLURM_DIR (default /tmp/labrunner-slurm), and only while each pid
-# still belongs to the daemon it was recorded for. The folder is kept (logs); SLURM jobs still
-# running die with slurmd.
+# still belongs to the daemon it was recorded for; then the link /etc/slurm/slurm.conf it made.
+# The folder is kept (logs); SLURM jobs still running die with slurmd.
 set -euo pipefail
 
 DIR=${LABRUNNER_SLURM_DIR:-/tmp/labrunner-slurm}
+SYSTEM_CONF=/etc/slurm/slurm.conf
 STOP_WAIT_S=10
 
 say() { echo "slurm-cluster: $*"; }
@@ -37,3 +38,7 @@ stop() {  # stop PIDFILE NAME
 stop "$DIR/slurmd.pid" slurmd
 stop "$DIR/slurmctld.pid" slurmctld
 stop "$DIR/munge/munged.pid" munged
+if [[ -L $SYSTEM_CONF && $(readlink "$SYSTEM_CONF") == "$DIR/slurm.conf" ]]; then
+    rm -f "$SYSTEM_CONF"
+    say "removed the link $SYSTEM_CONF"
+fi

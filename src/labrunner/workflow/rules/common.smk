@@ -4,13 +4,20 @@ from labrunner.pipeline import Pipeline, put_labrunner_on_path
 from labrunner.summary import print_run_summary
 
 try:
-    PIPELINE = Pipeline.from_config(config)
+    PIPELINE = Pipeline.from_config(config, check_handlers=workflow.is_main_process)
+    if workflow.is_main_process:
+        # records live beside the results: a job's files must reach this side
+        PIPELINE.require_shared_results(u.item_to_choice() for u in workflow.storage_settings.shared_fs_usage)
 except LabrunnerError as error:
     raise WorkflowError(f"labrunner: {error}") from None
 
 RESULTS = PIPELINE.results_root
-# a result file truncated or edited on disk is moved to its history/ and rebuilt
-PIPELINE.set_aside_damaged_results()
+# Once, on the submitting side; never again in the jobs, where two of them would race on a file.
+if workflow.is_main_process:
+    # a result file truncated or edited on disk is moved to its history/ and rebuilt
+    PIPELINE.set_aside_damaged_results()
+    # a result deleted by Snakemake after its job wrote it gets a failure record that says so
+    PIPELINE.record_discarded_results()
 # jobs call the `labrunner` of the environment Snakemake runs in, activated or not
 put_labrunner_on_path()
 PIPELINE.export_backend()
@@ -59,6 +66,19 @@ GPU_RESOURCES = (
 )
 
 
+def get_runtime_min(wildcards):
+    return PIPELINE.runtime_min(wildcards.exp, wildcards.run)
+
+
+def get_mem_mb(wildcards):
+    return PIPELINE.mem_mb(wildcards.exp, wildcards.run)
+
+
+# The time and memory each job asks a cluster for (SLURM: --time, --mem): timeout_min of every
+# attempt plus a margin, and the plan's mem_mb (when it sets none, Snakemake's default applies).
+JOB_LIMITS = {"runtime": get_runtime_min} | ({"mem_mb": get_mem_mb} if PIPELINE.sets_memory else {})
+
+
 def get_experiment_records(wildcards):
     return PIPELINE.experiment_records(wildcards.exp)
 
@@ -88,4 +108,5 @@ onsuccess:
 
 
 onerror:
+    PIPELINE.record_discarded_results()
     print_run_summary(PIPELINE.plan, stub=PIPELINE.stub, success=False)
