@@ -104,6 +104,14 @@ def test_mem_mb_inherits_from_defaults_and_experiment(make_project: ProjectFacto
     assert (pipe.mem_mb(EXP, SUB), pipe.mem_mb(EXP, "s2")) == (4000, 16000)
 
 
+def test_mem_mb_and_timeout_in_the_plan_summary(make_project: ProjectFactory) -> None:
+    from labrunner.summary import plan_summary
+
+    root = make_project(one_sub_plan(mem_mb=16000), {f"handlers/{EXP}/{SUB}.py": OK})
+    assert f"{SUB}  " in plan_summary(load_plan(root / PLAN_FILE))
+    assert "[local, 1 min, 16000 MB]" in plan_summary(load_plan(root / PLAN_FILE))
+
+
 def test_mem_mb_unset_everywhere_asks_for_none(make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     assert not pipeline(make_project, one_sub_plan(), monkeypatch).sets_memory
 

@@ -111,6 +111,12 @@ def test_scale_jobs_leave_parse_time_work_to_the_submitting_side(tmp_path: Path)
     assert not damaged.exists()
     assert load(results / "c" / "failure.yaml")["error"]["type"] == "Discarded"
 
+    # a job checks only its own handler (`labrunner run` does): the submitting side checked them all
+    (project / "handlers" / "e1-tiny" / "b.py").unlink()
+    assert snakemake(project, "--mode", "remote", "-n", "results/e1-tiny/a/result.yaml").returncode == 0
+    main = snakemake(project, "-n")
+    assert main.returncode != 0 and "handlers/e1-tiny/b.py" in main.stdout + main.stderr
+
 
 def test_scale_executor_without_a_shared_file_system_is_refused(tmp_path: Path) -> None:
     project = write_project(tmp_path / "proj")

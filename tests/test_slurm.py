@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import subprocess
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from workflow_support import BIN, PLAN, fail_next, load, planned_subs, project_env, snakemake, write_project
+from workflow_support import BIN, PLAN, REPO, fail_next, load, planned_subs, project_env, snakemake, write_project
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -28,6 +29,7 @@ LINGER = SLURM_DIR / "linger"  # on PYTHONPATH: holds a `labrunner run` back aft
 TARGET = "research/FINDINGS.md"
 SLURM_ARGS = ("--executor", "slurm", "--jobs", "4", "--slurm-status-command", "squeue",
               "--slurm-init-seconds-before-status-checks", "1", "--default-resources", "slurm_account=none")
+STATUS_ARGS = ("--slurm-status-command", "--slurm-init-seconds-before-status-checks")  # the README explains them
 # every sub asks for memory; c more, and more time
 SLURM_PLAN = (PLAN.replace("defaults: {timeout_min: 2}", "defaults: {timeout_min: 2, mem_mb: 600}")
               .replace("c: {params: {acc: 0.7, loss: 0.5}}", "c: {params: {acc: 0.7, loss: 0.5}, timeout_min: 4, mem_mb: 700}"))
@@ -108,6 +110,25 @@ def project(tmp_path: Path) -> Path:
             f'.fail"\n    (flag.parent / "{name}.job").write_text(os.environ.get("SLURM_JOB_ID", ""))\n'
             f'    while (flag.parent / "{name}.hang").exists():\n        time.sleep(0.1)\n', 1))
     return root
+
+
+def test_slurm_readme_command_line_is_the_tested_one() -> None:
+    section = (REPO / "README.md").read_text().split("## Beyond one machine")[1].split("\n## ")[0]
+    line = next(line for line in section.splitlines() if line.startswith("snakemake    research/FINDINGS.md"))
+    words = shlex.split(line)
+    assert words[:4] == ["snakemake", TARGET, "--executor", "slurm"]  # the target first
+    tested_options = [word for word in SLURM_ARGS if word.startswith("--") and word not in STATUS_ARGS]
+    assert [word for word in words if word.startswith("--")] == tested_options
+    assert all(option in section for option in STATUS_ARGS)
+
+
+def test_slurm_target_after_default_resources_is_an_error(tmp_path: Path) -> None:
+    pytest.importorskip("snakemake_executor_plugin_slurm")
+    project = write_project(tmp_path / "proj")
+    after = snakemake(project, "-n", *SLURM_ARGS, TARGET)
+    assert after.returncode != 0 and "ValueError" in after.stdout + after.stderr
+    first = snakemake(project, "-n", TARGET, *SLURM_ARGS)
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
 
 
 def test_slurm_every_sub_is_a_slurm_job_and_one_run_converges(slurm_cluster: None, project: Path) -> None:
