@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Stop the cluster that tests/slurm/start-cluster.sh started: only the processes whose pids it
 # recorded under $LABRUNNER_SLURM_DIR (default /tmp/labrunner-slurm), and only while each pid
-# still belongs to the daemon it was recorded for; then the link /etc/slurm/slurm.conf it made.
+# still belongs to the daemon it was recorded for, after cancelling the jobs still in its queue;
+# then the link /etc/slurm/slurm.conf it made.
 # The folder is kept (logs); SLURM jobs still running die with slurmd.
 set -euo pipefail
 
 DIR=${LABRUNNER_SLURM_DIR:-/tmp/labrunner-slurm}
 SYSTEM_CONF=/etc/slurm/slurm.conf
 STOP_WAIT_S=10
+CANCEL_WAIT_S=40
 
 say() { echo "slurm-cluster: $*"; }
 
@@ -35,6 +37,21 @@ stop() {  # stop PIDFILE NAME
     say "stopped $2 (pid $pid)"
 }
 
+cancel_jobs() {  # jobs still queued or running would outlive slurmd (their slurmstepd stays)
+    local jobs
+    [[ -s $DIR/slurmctld.pid && $(cat "/proc/$(<"$DIR/slurmctld.pid")/comm" 2>/dev/null) == slurmctld ]] || return 0
+    jobs=$(squeue -h -o %i 2>/dev/null | tr '\n' ' ')
+    [[ -n ${jobs// /} ]] || return 0
+    say "cancelling jobs $jobs"
+    scancel $jobs || true
+    for _ in $(seq $((CANCEL_WAIT_S * 10))); do  # SIGTERM, then SIGKILL after KillWait (30 s)
+        [[ -z $(squeue -h -o %i 2>/dev/null) ]] && return 0
+        sleep 0.1
+    done
+    say "jobs still listed after ${CANCEL_WAIT_S}s: $(squeue -h -o %i | tr '\n' ' ')"
+}
+
+cancel_jobs
 stop "$DIR/slurmd.pid" slurmd
 stop "$DIR/slurmctld.pid" slurmctld
 stop "$DIR/munge/munged.pid" munged
