@@ -99,3 +99,19 @@ def run_handler(make_project: ProjectFactory) -> RunHandler:
         return run_sub(plan, plan.sub(EXP, SUB), stub=stub, console=console or io.StringIO())
 
     return run
+
+
+def result_record(plan: Any, exp: str, sub: str, metrics: Mapping[str, Any], seed: int = 0,
+                  **fields: Any) -> dict[str, Any]:
+    """A result record as run_sub writes it for the plan and code as they are now (a current
+    result): the params, seed, handler and code hashes that the write-up compares."""
+    from labrunner.sources import code_hashes
+
+    spec = plan.sub(exp, sub)
+    record = {"experiment": exp, "sub": sub, "seed": seed, "finding": f"{sub} done", "metrics": dict(metrics),
+              "artifacts": [], "params": spec.params_for(False), "run_id": f"r-{sub}-{seed}",
+              "ended_at": "2026-01-01T00:00:00+00:00", "duration_s": 1.0, "attempts": 1,
+              "handler": {"file": spec.handler_file.as_posix(), "function": spec.handler_function},
+              "code": code_hashes(plan.root, spec.handler_file)}
+    record.update(fields)
+    return record

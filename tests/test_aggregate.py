@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from conftest import ProjectFactory
+from conftest import ProjectFactory, result_record
 from labrunner.aggregate import collect_experiment, collect_gates, metrics_markdown
 from labrunner.layout import RunPaths
+from labrunner.locks import RunLock
 from labrunner.plan import Plan, load_plan
 from labrunner.records import mark_running, write_failure, write_result
 from labrunner.summary import status_report
@@ -47,11 +48,8 @@ def paths(plan: Plan, exp: str, run: str) -> RunPaths:
     return RunPaths(plan.root / "results" / exp / run)
 
 
-def result(plan: Plan, exp: str, run: str, metrics: dict[str, Any], seed: int = 0) -> None:
-    record = {"experiment": exp, "sub": run.split("/")[0], "seed": seed, "finding": f"{run} done", "metrics": metrics,
-              "artifacts": [], "run_id": f"r-{run}", "ended_at": "2026-01-01T00:00:00+00:00", "duration_s": 1.0,
-              "attempts": 1}
-    write_result(paths(plan, exp, run), record, None)
+def result(plan: Plan, exp: str, run: str, metrics: dict[str, Any], seed: int = 0, **fields: Any) -> None:
+    write_result(paths(plan, exp, run), result_record(plan, exp, run.split("/")[0], metrics, seed, **fields), None)
 
 
 def test_aggregate_partial_states_are_each_reported(plan: Plan) -> None:
@@ -60,12 +58,17 @@ def test_aggregate_partial_states_are_each_reported(plan: Plan) -> None:
     write_failure(paths(plan, "e1", "broken"), {"run_id": "x", "error": {"type": "KeyError", "message": "'probs'",
                                                                           "hint": "print its keys"}}, None)
     mark_running(paths(plan, "e1", "busy"), "y", "2026-01-01T00:00:00+00:00", 1, "local")
+    lock = RunLock(paths(plan, "e1", "busy").lock, "e1/busy")
+    lock.acquire("2026-01-01T00:00:00+00:00")
 
     results = collect_experiment(plan, "e1")
+    lock.release()  # the attempt ends without a record: now it reads as lost
+    after = collect_experiment(plan, "e1")
 
     statuses = {sub: data["status"] for sub, data in results["subs"].items()}
     assert statuses == {"ok": "completed", "multi": "pending", "broken": "failed", "waiting": "pending",
                         "busy": "running", "later": "skipped"}
+    assert after["subs"]["busy"]["status"] == "interrupted" and after["subs"]["busy"]["error"]["type"] == "Lost"
     assert results["status"] == "failed"
     assert results["assessment"]["recommendation"] is None  # not until every sub completes
     assert results["subs"]["broken"]["error"]["type"] == "KeyError"
@@ -104,7 +107,7 @@ def test_aggregate_status_report_lists_failures_with_hint_and_rerun_command(plan
     text, failed = status_report(plan)
 
     assert failed
-    assert "Completed: 1  Failed: 1  Pending: 4  Skipped: 1" in text
+    assert "Completed: 1  Failed: 1  Pending: 4  Held: 0  Skipped: 1" in text
     assert "FAILED e1/broken" in text and "KeyError: 'probs'" in text
     assert "at:    handlers/e1/broken.py:2 in broken: x['probs']" in text and "hint:  print its keys" in text
     assert "snakemake --cores 4 research/FINDINGS.md" in text and "labrunner run e1 broken" in text

@@ -1,6 +1,7 @@
 """Unit tests for what running under a Snakemake executor needs: the executor and job id in every
-record, the time and memory each job asks for, a result deleted after it was written (as
-Snakemake does to a job a cluster cancels as it finishes), and the file-system requirement.
+record, the time and memory each job asks for, what a result deleted after it was written (as
+Snakemake does to a job a cluster cancels as it finishes) is recorded with, and the file-system
+requirement.
 The real cluster runs are in test_slurm.py."""
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ import platform
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import EXP, PLAN_FILE, SUB, ProjectFactory, RunHandler, one_sub_plan
 from labrunner.errors import ConfigError, PlanError
@@ -150,56 +150,39 @@ def completed_project(run_handler: RunHandler, make_project: ProjectFactory, mon
     return root, result
 
 
-def discarded(root: Path) -> list[str]:
-    return Pipeline(load_plan(root / PLAN_FILE), workdir=root).record_discarded_results()
+def marked(root: Path) -> list[str]:
+    return Pipeline(load_plan(root / PLAN_FILE), workdir=root).mark_unrecorded_runs()
 
 
-def test_discarded_result_gets_a_failure_record(run_handler: RunHandler, make_project: ProjectFactory,
-                                                monkeypatch: pytest.MonkeyPatch, in_slurm_job: None) -> None:
+def test_result_deleted_after_it_was_written_names_its_job_and_copy(
+        run_handler: RunHandler, make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch, in_slurm_job: None) -> None:
     root, result = completed_project(run_handler, make_project, monkeypatch)
     run_id = read_record(result)["run_id"]
     result.unlink()  # what Snakemake does to the output of a job it takes for failed
 
-    assert discarded(root) == [f"results/{EXP}/{SUB}/result.yaml"]
+    assert marked(root) == [f"{EXP}/{SUB}"]
     failure = read_record(result.parent / "failure.yaml")
-    assert failure["status"] == "failed" and failure["error"]["type"] == "Discarded"
-    assert failure["discarded_result"]["run_id"] == run_id
-    assert read_record(root / failure["discarded_result"]["kept"])["run_id"] == run_id  # kept in history/
-    assert "written by SLURM job 4242" in failure["error"]["message"]
-    assert "the next run reruns the sub, as its result.yaml is missing" in failure["error"]["hint"]
-    assert discarded(root) == []  # recorded once
+    assert failure["status"] == "failed" and failure["error"]["type"] == "ResultMissing"
+    assert failure["missing_result"]["run_id"] == run_id
+    assert read_record(root / failure["missing_result"]["kept"])["run_id"] == run_id  # kept in history/
+    assert f"of the attempt {run_id}, written by SLURM job 4242 at" in failure["error"]["message"]
+    assert "Snakemake, which deletes the output of a job it takes for failed" in failure["error"]["message"]
+    assert failure["error"]["hint"].endswith("`sacct -j 4242` says how the job ended")
+    assert failure["executor"]["job_id"] == "4242"
+    assert marked(root) == []  # recorded once
 
 
-def test_discarded_result_after_a_resolved_failure_keeps_that_failure(
+def test_result_deleted_after_a_resolved_failure_names_the_resolving_result(
         run_handler: RunHandler, make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     root, result = completed_project(run_handler, make_project, monkeypatch,
                                      first="def s1(runner):\n    raise ValueError('first')\n")
     run_id = read_record(result)["run_id"]
     result.unlink()
 
-    assert discarded(root)
+    assert marked(root)
     failure = read_record(result.parent / "failure.yaml")
-    assert failure["discarded_result"]["run_id"] == run_id  # the resolving result, not an older one
+    assert failure["missing_result"]["run_id"] == run_id  # the resolving result, not an older one
     assert failure["last_failure"]["error"]["message"] == "first"
-
-
-def test_result_superseded_by_a_plan_change_stays_pending(run_handler: RunHandler, make_project: ProjectFactory,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    root, result = completed_project(run_handler, make_project, monkeypatch)
-    result.unlink()  # Snakemake removes an output it is about to rebuild: the params changed
-    plan_file = root / PLAN_FILE
-    plan = yaml.safe_load(plan_file.read_text())
-    plan["experiments"][EXP]["sub_experiments"][SUB] = {"params": {"lr": 0.5}}
-    plan_file.write_text(yaml.safe_dump(plan))
-
-    assert discarded(root) == []
-    assert read_record(result.parent / "failure.yaml")["status"] == "none"
-
-
-def test_sub_never_run_is_not_discarded(make_project: ProjectFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    root = make_project(one_sub_plan(), {f"handlers/{EXP}/{SUB}.py": OK})
-    monkeypatch.chdir(root)
-    assert discarded(root) == []
 
 
 # --- the file system ---------------------------------------------------------------------------

@@ -253,11 +253,12 @@ def test_plan_exponent_without_dot_is_a_number(make_project: ProjectFactory) -> 
 def test_plan_dependency_cycle_is_reported_once(make_project: ProjectFactory) -> None:
     text = """\
     experiments:
-      e1: {dependencies: [e3], sub_experiments: {a: {skip: true}}}
-      e2: {dependencies: [e1], sub_experiments: {a: {skip: true}}}
-      e3: {dependencies: [e2], sub_experiments: {a: {skip: true}}}
+      e1: {dependencies: [e3], sub_experiments: [a]}
+      e2: {dependencies: [e1], sub_experiments: [a]}
+      e3: {dependencies: [e2], sub_experiments: [a]}
     """
-    error = only_error(make_project(text))
+    handlers = {f"handlers/{exp}/a.py": "def a(runner):\n    return {}\n" for exp in ("e1", "e2", "e3")}
+    error = only_error(make_project(text, handlers))
 
     assert "dependency cycle" in error.message
     assert all(exp in error.message for exp in ("e1", "e2", "e3"))
@@ -472,3 +473,73 @@ def test_plan_path_like_sub_id_is_an_error(sub_id: str, make_project: ProjectFac
 
     assert error.key == f"experiments.e1.sub_experiments.{sub_id}"
     assert "is not path-safe" in error.message
+
+
+# --- references that could never complete, gates that act ---------------------------------------
+
+GATED_PLAN = """\
+experiments:
+  e1:
+    sub_experiments:
+      a: {}
+      b: {skip: "not now"}
+    success_criteria:
+      acc: {target: 0.9, acceptable: 0.8, from: a}
+  e2: {dependencies: [e1], requires: [g1], sub_experiments: [c]}
+  old: {archived: true, sub_experiments: [z]}
+  quiet: {sub_experiments: {q: {skip: true}}}
+gates:
+  g1: {experiments: [e1], decision: {verdict: proceed, by: ada, date: 2026-11-27, note: fine}}
+"""
+GATED_HANDLERS = {"handlers/e1/a.py": "def a(runner):\n    return {}\n", "handlers/e2/c.py": "def c(runner):\n    return {}\n"}
+
+
+def test_plan_requires_and_a_recorded_gate_decision_validate(make_project: ProjectFactory) -> None:
+    plan = load_plan(make_project(GATED_PLAN, GATED_HANDLERS) / PLAN_FILE)
+
+    assert plan.experiments["e2"].requires == ["g1"]
+    decision = plan.gates["g1"].decision
+    assert decision is not None and (decision.verdict, decision.by, decision.date) == ("proceed", "ada", "2026-11-27")
+
+
+@pytest.mark.parametrize("old, new, key, message", [
+    ("g1: {experiments: [e1],", "g1: {experiments: [e1, old],", "gates.g1.experiments.1",
+     "old is archived (it never runs), so this gate could never pass"),
+    ("g1: {experiments: [e1],", "g1: {experiments: [quiet],", "gates.g1.experiments.0",
+     "every sub-experiment of quiet is skipped (it never produces a result), so this gate could never pass"),
+    ("e2: {dependencies: [e1],", "e2: {dependencies: [old],", "experiments.e2.dependencies.0",
+     "old is archived (it never runs), so e2 cannot build on it"),
+    ("acc: {target: 0.9, acceptable: 0.8, from: a}", "acc: {target: 0.9, acceptable: 0.8, from: b}",
+     "experiments.e1.success_criteria.acc.from", "sub-experiment 'b' is skipped (not now), so acc could never be measured"),
+    ("requires: [g1]", "requires: [g2]", "experiments.e2.requires.0", "unknown gate 'g2'"),
+    ("e2: {dependencies: [e1], requires: [g1]", "e2: {dependencies: [e1], requires: [g11]", "experiments.e2.requires.0",
+     "unknown gate 'g11'; did you mean 'g1'?"),
+    ("verdict: proceed", "verdict: go", "gates.g1.decision.verdict", "expected 'proceed', 'pivot' or 'stop'"),
+    ("by: ada", "bye: ada", "gates.g1.decision.bye", "unknown key; did you mean 'by'?"),
+])
+def test_plan_references_that_could_never_complete_are_errors(old: str, new: str, key: str, message: str,
+                                                               make_project: ProjectFactory) -> None:
+    assert old in GATED_PLAN
+    error = only_error(make_project(GATED_PLAN.replace(old, new, 1), GATED_HANDLERS))
+
+    assert error.key == key and message in error.message, str(error)
+    assert error.line is not None
+
+
+def test_plan_an_experiment_requiring_its_own_gate_is_an_error(make_project: ProjectFactory) -> None:
+    text = GATED_PLAN.replace("g1: {experiments: [e1],", "g1: {experiments: [e1, e2],")
+
+    error = only_error(make_project(text, GATED_HANDLERS))
+
+    assert error.key == "experiments.e2.requires.0" and "e2 requires g1, which waits for e2 itself" in error.message
+
+
+def test_plan_a_plan_outside_research_takes_the_folder_with_the_snakefile_as_root(make_project: ProjectFactory) -> None:
+    root = make_project(GATED_PLAN, GATED_HANDLERS)
+    (root / "Snakefile").write_text("# the project's\n")
+    (root / "plans").mkdir()
+    (root / "plans" / "v2.yaml").write_text((root / PLAN_FILE).read_text())
+
+    plan = load_plan(root / "plans" / "v2.yaml")
+
+    assert plan.root == root.resolve() and plan.sub("e1", "a").handler_file == Path("handlers/e1/a.py")

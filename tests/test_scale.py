@@ -107,9 +107,9 @@ def test_scale_jobs_leave_parse_time_work_to_the_submitting_side(tmp_path: Path)
 
     main = snakemake(project, "-n")
     assert "results/e1-tiny/b/result.yaml is damaged" in main.stderr
-    assert "results/e1-tiny/c/result.yaml was deleted after it was written" in main.stderr
+    assert "results/e1-tiny/c/result.yaml is gone although its last attempt completed" in main.stderr
     assert not damaged.exists()
-    assert load(results / "c" / "failure.yaml")["error"]["type"] == "Discarded"
+    assert load(results / "c" / "failure.yaml")["error"]["type"] == "ResultMissing"
 
     # a job checks only its own handler (`labrunner run` does): the submitting side checked them all
     (project / "handlers" / "e1-tiny" / "b.py").unlink()

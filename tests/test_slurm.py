@@ -192,21 +192,22 @@ def test_slurm_failure_cancel_and_discarded_result_are_recorded_then_rerun(slurm
     assert "SIGTERM" in cancelled["error"]["message"] and cancelled["executor"]["job_id"] == job_a
     # Snakemake deleted c's complete result (its job ended CANCELLED): a record says so
     assert not (results / "c" / "result.yaml").exists()
-    discarded = load(results / "c" / "failure.yaml")
-    assert discarded["status"] == "failed" and discarded["error"]["type"] == "Discarded"
-    assert f"SLURM job {job_c}" in discarded["error"]["message"]
-    assert (project / discarded["discarded_result"]["kept"]).is_file()
-    assert f"sacct -j {job_c}" in discarded["error"]["hint"]
+    missing = load(results / "c" / "failure.yaml")
+    assert missing["status"] == "failed" and missing["error"]["type"] == "ResultMissing"
+    assert f"written by SLURM job {job_c}" in missing["error"]["message"]
+    assert (project / missing["missing_result"]["kept"]).is_file()
+    assert f"sacct -j {job_c}" in missing["error"]["hint"]
     status = subprocess.run([str(BIN / "labrunner"), "status"], cwd=project, capture_output=True, text=True)
-    assert re.search(r"e1-tiny\s+c\s+failed", status.stdout) and "Discarded:" in status.stdout, status.stdout
-    assert "Terminated:" in status.stdout and "RuntimeError: flaky failure of b" in status.stdout
-    assert "Completed: 0  Failed: 3  Pending: 1" in status.stdout, status.stdout
+    for sub, state in (("a", "interrupted"), ("b", "failed"), ("c", "interrupted")):
+        assert re.search(rf"e1-tiny\s+{sub}\s+{state}", status.stdout), status.stdout
+    assert "Terminated:" in status.stdout and "ResultMissing:" in status.stdout
+    assert "RuntimeError: flaky failure of b" in status.stdout and "Failed: 3" in status.stdout
 
     (flags / "b.fail").unlink()
     assert planned_subs(project) == ["e1-tiny/a", "e1-tiny/b", "e1-tiny/c", "e2-next/d"]
     done = slurm(project)
     assert done.returncode == 0, (done.stdout + done.stderr)[-5000:]
-    for sub, error_type in (("a", "Terminated"), ("b", "RuntimeError"), ("c", "Discarded")):
+    for sub, error_type in (("a", "Terminated"), ("b", "RuntimeError"), ("c", "ResultMissing")):
         assert load(results / sub / "result.yaml")["executor"]["name"] == "slurm"
         assert load(results / sub / "failure.yaml")["last_failure"]["error"]["type"] == error_type
     again = slurm(project, "-n")

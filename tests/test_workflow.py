@@ -46,7 +46,7 @@ def test_workflow_full_run_builds_every_file_then_has_nothing_to_do(project: Pat
     assert (project / "research" / "experiments" / "e1-tiny" / "FINDINGS.md").is_file()
     findings = (project / "research" / "FINDINGS.md").read_text()
     assert "| Experiment | Type | Phase | Status |" in findings and "Gate 1" in findings
-    assert "Completed: 4  Failed: 0  Pending: 0  Skipped: 0" in done.stdout + done.stderr
+    assert "Completed: 4  Failed: 0  Pending: 0  Held: 0  Skipped: 0" in done.stdout + done.stderr
     again = snakemake(project, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout
 
@@ -72,7 +72,8 @@ def test_workflow_failed_sub_is_reported_and_others_complete(project: Path) -> N
     assert re.search(r"e1-tiny\s+b\s+failed", status.stdout)
     assert re.search(r"e1-tiny\s+a\s+completed\s+\S+\s+acc=0.85, loss=0.3\s+acc: acceptable; loss: below acceptable",
                      status.stdout), status.stdout
-    assert "Completed: 2  Failed: 1  Pending: 1  Skipped: 0" in status.stdout
+    assert "Completed: 2  Failed: 1  Pending: 0  Held: 1  Skipped: 0" in status.stdout
+    assert "HELD e2-next/d: waits for e1-tiny (failed" in status.stdout
     assert "handlers/e1-tiny/b.py:10" in status.stdout and "details: results/e1-tiny/b/failure.yaml" in status.stdout
     assert "Rerun what failed or is missing (nothing else reruns): snakemake --cores 4 research/FINDINGS.md" in status.stdout
     assert "labrunner run e1-tiny b" in status.stdout

@@ -15,83 +15,37 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labrunner import layout, verdicts
+from labrunner import verdicts
 from labrunner.errors import RecordError
-from labrunner.layout import RunPaths
-from labrunner.plan import Criterion, Plan, SubSpec, resolved_direction
-from labrunner.records import COMPLETED, FAILED, RUNNING, read_record
+from labrunner.plan import Criterion, Plan, resolved_direction
+from labrunner.records import read_record
+from labrunner.state import ExperimentStatus, RunState, RunStatus, experiment_status, run_states, sub_status
 from labrunner.yamlio import load_yaml, write_yaml
 
 __all__ = [
-    "RunState", "collect_experiment", "collect_gates", "run_states", "write_experiment_outputs", "write_gates",
+    "ProjectView", "collect_experiment", "collect_gates", "collect_project", "hold_reason", "write_experiment_outputs",
+    "write_gates",
 ]
 
-PENDING, SKIPPED, DAMAGED = "pending", "skipped", "damaged"
-
-
-@dataclass(frozen=True)
-class RunState:
-    """What the records on disk say about one run (one sub, one seed)."""
-
-    spec: SubSpec
-    seed: int
-    paths: RunPaths
-    status: str  # completed | failed | running | pending | damaged
-    record: dict[str, Any]  # the result record, the failure record, or {}
-
-
-def _read_state(spec: SubSpec, seed: int, paths: RunPaths) -> RunState:
-    try:
-        if paths.result.exists():
-            return RunState(spec, seed, paths, COMPLETED, read_record(paths.result))
-        failure = read_record(paths.failure) if paths.failure.exists() else {}
-    except RecordError as exc:
-        return RunState(spec, seed, paths, DAMAGED, {"error": {"type": "RecordError", "message": str(exc)}})
-    if failure:
-        status = failure.get("status")
-        if status == FAILED:
-            return RunState(spec, seed, paths, FAILED, failure)
-        if status == RUNNING:
-            return RunState(spec, seed, paths, RUNNING, failure)
-    return RunState(spec, seed, paths, PENDING, {})
-
-
-def run_states(plan: Plan, experiment_id: str, stub: bool = False) -> list[RunState]:
-    """One state per (sub, seed) of an experiment, in plan order; skipped subs are left out."""
-    results_root = plan.root / layout.results_root(stub)
-    states = []
-    for spec in plan.subs(experiment_id):
-        for seed in spec.seeds:
-            paths = RunPaths(layout.run_dir(results_root, experiment_id, spec.sub_id, seed, spec.seeds))
-            states.append(_read_state(spec, seed, paths))
-    return states
-
-
-def _sub_status(states: list[RunState]) -> str:
-    statuses = {state.status for state in states}
-    for status in (DAMAGED, FAILED, RUNNING, PENDING):
-        if status in statuses:
-            return status
-    return COMPLETED
-
-
-def _experiment_status(sub_statuses: Iterable[str]) -> str:
-    statuses = set(sub_statuses)
-    if statuses <= {COMPLETED, SKIPPED}:
-        return verdicts.COMPLETED
-    if statuses & {FAILED, DAMAGED}:
-        return verdicts.FAILED
-    return verdicts.PENDING
+SKIPPED = RunStatus.SKIPPED.value
 
 
 def _project_path(plan: Plan, path: Path) -> str:
     return os.path.relpath(path, plan.root)
 
 
-def _run_entry(plan: Plan, state: RunState) -> dict[str, Any]:
+def _error(record: Mapping[str, Any]) -> dict[str, Any]:
+    error = record.get("error") or {}
+    return {key: error.get(key) for key in ("type", "message", "handler_line", "hint")}
+
+
+def _run_entry(plan: Plan, state: RunState, held_by: str | None) -> dict[str, Any]:
+    """What results.yaml says about one run. Only a current result carries `metrics`: a stale
+    one, or the last good result of a run whose latest attempt failed, is under `earlier`."""
     record = state.record
-    entry: dict[str, Any] = {"seed": state.seed, "status": state.status}
-    if state.status == COMPLETED:
+    status = RunStatus.HELD if held_by and state.status == RunStatus.PENDING else state.status
+    entry: dict[str, Any] = {"seed": state.seed, "status": status.value}
+    if status == RunStatus.COMPLETED:
         run_dir = state.paths.run_dir
         entry.update(
             finding=record.get("finding"),
@@ -102,21 +56,30 @@ def _run_entry(plan: Plan, state: RunState) -> dict[str, Any]:
             backend=record.get("backend"),
             device=record.get("device"),
             wandb=record.get("wandb"),
+            run_id=record.get("run_id"),
+            ended_at=record.get("ended_at"),
         )
         if record.get("warnings"):
             entry["warnings"] = record["warnings"]
-    elif state.status in (FAILED, DAMAGED):
-        error = record.get("error") or {}
-        entry["error"] = {key: error.get(key) for key in ("type", "message", "handler_line", "hint")}
+        last = _last_failure(state.paths.failure)
+        if last:
+            entry["last_failure"] = last
+    elif status == RunStatus.STALE:
+        entry["stale"] = list(state.stale)
+    elif status in (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.DAMAGED):
+        entry["error"] = _error(record)
         entry["attempts"] = record.get("attempts")
+        entry["ended_at"] = record.get("ended_at") or record.get("started_at")
+    elif status == RunStatus.RUNNING:
+        entry["running"] = state.holder.describe() if state.holder else "an attempt is running"
+    elif status == RunStatus.HELD:
+        entry["held_by"] = held_by
+    if state.earlier:
+        entry["earlier"] = state.earlier
     if record.get("executor"):  # the job that made the record: SLURM job id and node, or local
         entry["executor"] = record["executor"]
     if record.get("modal_call_id"):
         entry["modal_call_id"] = record["modal_call_id"]
-    failure_file = state.paths.failure
-    last = _last_failure(failure_file) if state.status == COMPLETED else None
-    if last:
-        entry["last_failure"] = last
     return entry
 
 
@@ -155,9 +118,10 @@ def _criterion_dict(crit: Criterion) -> dict[str, Any]:
     return data
 
 
-def collect_experiment(plan: Plan, experiment_id: str, stub: bool = False,
-                       states: list[RunState] | None = None) -> dict[str, Any]:
-    """Everything results.yaml says about one experiment, from the records on disk."""
+def collect_experiment(plan: Plan, experiment_id: str, stub: bool = False, states: list[RunState] | None = None,
+                       held_by: str | None = None, gates_ignored: list[str] | None = None) -> dict[str, Any]:
+    """Everything results.yaml says about one experiment, from the records on disk as they are
+    now. `held_by` says why the runs without a result do not run (a dependency or a gate)."""
     experiment = plan.experiments[experiment_id]
     states = run_states(plan, experiment_id, stub) if states is None else states
     subs: dict[str, Any] = {}
@@ -167,49 +131,141 @@ def collect_experiment(plan: Plan, experiment_id: str, stub: bool = False,
             subs[spec.sub_id] = {"name": spec.name, "status": SKIPPED, "skip_reason": spec.skip_reason}
             continue
         sub_states = [state for state in states if state.spec.sub_id == spec.sub_id]
-        runs = [_run_entry(plan, state) for state in sub_states]
-        completed = [run for run in runs if run["status"] == COMPLETED]
-        sub: dict[str, Any] = {"name": spec.name, "status": _sub_status(sub_states), "params": spec.params_for(stub)}
+        runs = [_run_entry(plan, state, held_by) for state in sub_states]
+        completed = [run for run in runs if run["status"] == RunStatus.COMPLETED]
+        status = sub_status(RunStatus(run["status"]) for run in runs)
+        sub: dict[str, Any] = {"name": spec.name, "status": status.value, "params": spec.params_for(stub)}
         if len(spec.seeds) == 1 and runs:
             sub.update({key: value for key, value in runs[0].items() if key != "status"})
         else:
             sub["metrics"] = _mean_metrics(completed)
             sub["seeds"] = runs
         subs[spec.sub_id] = sub
-        for run in completed:
+        for run in completed:  # only current results are judged
             for metric in observations:
                 value = (run.get("metrics") or {}).get(metric)
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     observations[metric].append(verdicts.Observation(spec.sub_id, run["seed"], float(value)))
-    status = _experiment_status(sub["status"] for sub in subs.values())
+    status = experiment_status(RunStatus(sub["status"]) for sub in subs.values())
     borderline_pct = plan.model.defaults.borderline_pct
     judged = [verdicts.evaluate_criterion(metric, crit.resolved(), observations[metric], borderline_pct=borderline_pct)
               for metric, crit in experiment.success_criteria.items()]
-    counts = {key: sum(1 for sub in subs.values() if sub["status"] == key)
-              for key in (COMPLETED, FAILED, RUNNING, PENDING, SKIPPED, DAMAGED)}
+    counts = {key.value: sum(1 for sub in subs.values() if sub["status"] == key) for key in RunStatus}
     result: dict[str, Any] = {
         "experiment": experiment_id,
         "name": experiment.name or experiment_id,
         "type": experiment.type,
         "phase": experiment.phase,
-        "status": status,
+        "status": status.value,
         "stub": stub,
-        "counts": {key: value for key, value in counts.items() if value or key in (COMPLETED, FAILED, PENDING, SKIPPED)},
+        "counts": {key: value for key, value in counts.items() if value or key in ("completed", "failed", "pending", "skipped")},
         "dependencies": list(experiment.dependencies),
+        "requires": list(experiment.requires),
         "subs": subs,
         "criteria": {metric: _criterion_dict(crit) for metric, crit in experiment.success_criteria.items()},
         "verdicts": {verdict.metric: verdict.to_dict() for verdict in judged},
-        "assessment": _assessment(status, judged),
+        "assessment": _assessment(status, judged, held_by),
     }
+    if held_by and status == ExperimentStatus.HELD:
+        result["held_by"] = held_by
+    if gates_ignored:
+        result["gates_ignored"] = gates_ignored
     if experiment.info:
         result["plan_notes"] = experiment.info
     return result
 
 
+@dataclass(frozen=True)
+class ProjectView:
+    """Every active experiment's results and every gate, as the records say now."""
+
+    experiments: dict[str, dict[str, Any]]
+    gates: dict[str, dict[str, Any]]
+
+
+def _upstream_order(plan: Plan, wanted: Iterable[str]) -> list[str]:
+    """The wanted experiments and everything they wait for (dependencies, the experiments of the
+    gates they require), each after what it waits for. The plan has no cycles (validated)."""
+    order: list[str] = []
+    seen: set[str] = set()
+
+    def visit(exp_id: str) -> None:
+        if exp_id in seen or exp_id not in plan.experiments or plan.experiments[exp_id].archived:
+            return
+        seen.add(exp_id)
+        experiment = plan.experiments[exp_id]
+        for upstream in [*experiment.dependencies,
+                         *(e for g in experiment.requires if g in plan.gates for e in plan.gates[g].experiments)]:
+            visit(upstream)
+        order.append(exp_id)
+
+    for exp_id in wanted:
+        visit(exp_id)
+    return order
+
+
+def collect_project(plan: Plan, stub: bool = False, ignore_gates: bool = False,
+                    only: Iterable[str] | None = None) -> ProjectView:
+    """The experiments (all active ones, or `only` these and what they wait for) and the gates,
+    as the records say now. An experiment whose dependency has not completed, or whose required
+    gate has not passed, has its runs without a result reported as held, with the reason."""
+    wanted = list(only) if only is not None else plan.active_experiments
+    experiments: dict[str, dict[str, Any]] = {}
+    gates: dict[str, dict[str, Any]] = {}
+    for exp_id in _upstream_order(plan, wanted):
+        held_by, ignored = _requirements(plan, exp_id, experiments, gates, ignore_gates)
+        experiments[exp_id] = collect_experiment(plan, exp_id, stub, held_by=held_by, gates_ignored=ignored)
+    for gate_id in plan.gates:
+        if gate_id not in gates and all(e in experiments for e in plan.gates[gate_id].experiments):
+            gates[gate_id] = _gate(plan, gate_id, experiments)
+    return ProjectView(experiments, gates)
+
+
+def _requirements(plan: Plan, exp_id: str, experiments: Mapping[str, Mapping[str, Any]],
+                  gates: dict[str, dict[str, Any]], ignore_gates: bool) -> tuple[str | None, list[str]]:
+    """(why the experiment's runs are held, or None; the gates ignored for this run)."""
+    experiment = plan.experiments[exp_id]
+    reasons, ignored = [], []
+    for dep in experiment.dependencies:
+        upstream = experiments.get(dep)
+        if upstream is not None and upstream["status"] != ExperimentStatus.COMPLETED:
+            reasons.append(f"waits for {dep} ({_why_not_done(upstream)})")
+    for gate_id in experiment.requires:
+        if gate_id not in gates:
+            gates[gate_id] = _gate(plan, gate_id, experiments)
+        gate = gates[gate_id]
+        if gate["status"] == verdicts.GATE_PASSED:
+            continue
+        blockers = "; ".join(gate.get("blockers") or []) or gate["status"]
+        if ignore_gates:
+            ignored.append(f"{gate_id} is {gate['status']} ({blockers}); this run ignores it (ignore_gates=true)")
+        else:
+            reasons.append(f"held by {gate_id} ({gate['status']}: {blockers})")
+    return ("; ".join(reasons) or None), ignored
+
+
+def hold_reason(plan: Plan, experiment_id: str, stub: bool = False, ignore_gates: bool = False) -> str | None:
+    """Why the runs of an experiment must not start now (a dependency that has not completed, a
+    required gate that has not passed), from the records as they are now; None when they may."""
+    view = collect_project(plan, stub, ignore_gates, only=[experiment_id])
+    held_by, _ = _requirements(plan, experiment_id, view.experiments, dict(view.gates), ignore_gates)
+    return held_by
+
+
+def _why_not_done(results: Mapping[str, Any]) -> str:
+    status = results["status"]
+    if status == ExperimentStatus.HELD and results.get("held_by"):
+        return f"held: {results['held_by']}"
+    counts = results.get("counts") or {}
+    parts = [f"{counts[key]} {key}" for key in ("failed", "interrupted", "damaged", "running", "stale", "pending", "held")
+             if counts.get(key)]
+    return f"{status}: " + ", ".join(parts) if parts else status
+
+
 _CONFIDENCE_ORDER = ("low", "medium", "high")
 
 
-def _assessment(status: str, judged: list[verdicts.Verdict]) -> dict[str, Any]:
+def _assessment(status: str, judged: list[verdicts.Verdict], held_by: str | None = None) -> dict[str, Any]:
     """Recommendation, borderline flags and overall confidence (the weakest verdict's)."""
     confidences = [v.confidence for v in judged if v.confidence]
     overall = min(confidences, key=_CONFIDENCE_ORDER.index) if confidences else None
@@ -217,13 +273,15 @@ def _assessment(status: str, judged: list[verdicts.Verdict]) -> dict[str, Any]:
         "borderline": [v.metric for v in judged if v.borderline],
         "confidence": overall,
     }
-    if status == verdicts.COMPLETED:
+    if status == ExperimentStatus.COMPLETED:
         recommendation = verdicts.recommend(judged)
         assessment["recommendation"] = recommendation.decision
         assessment["reasons"] = list(recommendation.reasons)
     else:
         assessment["recommendation"] = None
-        assessment["reasons"] = [f"experiment is {status}: no recommendation until every sub-experiment completes"]
+        why = f" ({held_by})" if held_by and status == ExperimentStatus.HELD else ""
+        assessment["reasons"] = [f"experiment is {status}{why}: no recommendation until every sub-experiment "
+                                 "has a current result"]
     return assessment
 
 
@@ -292,7 +350,7 @@ def plot_criteria(results: Mapping[str, Any], path: Path) -> None:
         for position, (sub_id, sub) in enumerate(item for item in results["subs"].items() if item[1]["status"] != SKIPPED):
             runs = sub.get("seeds") or [sub]
             values = [run["metrics"][metric] for run in runs
-                      if run.get("status", sub["status"]) == COMPLETED and metric in (run.get("metrics") or {})]
+                      if run.get("status", sub["status"]) == RunStatus.COMPLETED and metric in (run.get("metrics") or {})]
             labels.append(sub_id)
             finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v)]
             means.append(statistics.fmean(finite) if finite else float("nan"))
@@ -318,12 +376,18 @@ def plot_criteria(results: Mapping[str, Any], path: Path) -> None:
 
 
 def write_experiment_outputs(plan: Plan, experiment_id: str, stub: bool, results_path: Path,
-                             table_md: Path, table_csv: Path, plot_path: Path) -> dict[str, Any]:
+                             table_md: Path, table_csv: Path, plot_path: Path, ignore_gates: bool = False) -> dict[str, Any]:
     """The experiment aggregate: results.yaml, metrics.md, metrics.csv, criteria.png."""
+    results = collect_project(plan, stub, ignore_gates, only=[experiment_id]).experiments[experiment_id]
+    write_experiment_files(plan, results, results_path, table_md, table_csv, plot_path)
+    return results
+
+
+def write_experiment_files(plan: Plan, results: dict[str, Any], results_path: Path, table_md: Path, table_csv: Path,
+                           plot_path: Path) -> None:
     from labrunner.records import now_iso
     from labrunner.yamlio import atomic_write_text
 
-    results = collect_experiment(plan, experiment_id, stub)
     results["generated_at"] = now_iso()
     frame = metrics_frame(results)
     atomic_write_text(Path(table_csv), frame.to_csv(index=False))
@@ -331,24 +395,43 @@ def write_experiment_outputs(plan: Plan, experiment_id: str, stub: bool, results
     plot_criteria(results, Path(plot_path))
     results["plot"] = _project_path(plan, Path(plot_path).resolve())
     write_yaml(Path(results_path), results)
-    return results
 
 
 def experiment_outcome(results: Mapping[str, Any]) -> verdicts.ExperimentOutcome:
-    failed = tuple(sub_id for sub_id, sub in results["subs"].items() if sub["status"] in (FAILED, DAMAGED))
-    return verdicts.ExperimentOutcome(results["status"], results["assessment"].get("recommendation"), failed)
+    failed = tuple(sub_id for sub_id, sub in results["subs"].items()
+                   if sub["status"] in (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.DAMAGED))
+    why = None
+    if results["status"] in (ExperimentStatus.PENDING, ExperimentStatus.HELD):
+        why = results.get("held_by") or _why_not_done(results)
+    return verdicts.ExperimentOutcome(results["status"], results["assessment"].get("recommendation"), failed, why)
+
+
+def _gate(plan: Plan, gate_id: str, experiments: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """One gate: its computed status from the experiments now, a person's recorded decision, and
+    the status that acts (the decision's where there is one), with any disagreement flagged."""
+    gate = plan.gates[gate_id]
+    outcomes = {exp_id: experiment_outcome(experiments[exp_id]) if exp_id in experiments
+                else verdicts.ExperimentOutcome(verdicts.PENDING) for exp_id in gate.experiments}
+    computed = verdicts.gate_status(outcomes)
+    entry: dict[str, Any] = {"name": gate.name or gate_id, "experiments": list(gate.experiments), "unlocks": gate.unlocks,
+                             "status": computed.status, "computed_status": computed.status,
+                             "blockers": list(computed.blockers)}
+    decision = gate.decision
+    if decision is not None:
+        entry["decision"] = decision.model_dump(exclude_none=True)
+        entry["status"] = verdicts.GATE_PASSED if decision.verdict == "proceed" else verdicts.GATE_FAILED
+        who = f" by {decision.by}" if decision.by else ""
+        if decision.verdict == "proceed" and computed.status != verdicts.GATE_PASSED:
+            entry["disagreement"] = (f"decided proceed{who}, but the computed status is {computed.status}"
+                                     + (f": {'; '.join(computed.blockers)}" if computed.blockers else ""))
+        elif decision.verdict != "proceed" and computed.status == verdicts.GATE_PASSED:
+            entry["disagreement"] = f"decided {decision.verdict}{who}, but every experiment of the gate passes"
+    return entry
 
 
 def collect_gates(plan: Plan, experiments: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
     """Each gate's status and blockers, from the collected experiment results."""
-    gates = {}
-    for gate_id, gate in plan.gates.items():
-        outcomes = {exp_id: experiment_outcome(experiments[exp_id]) if exp_id in experiments
-                    else verdicts.ExperimentOutcome(verdicts.PENDING) for exp_id in gate.experiments}
-        status = verdicts.gate_status(outcomes)
-        gates[gate_id] = {"name": gate.name or gate_id, "experiments": list(gate.experiments), "unlocks": gate.unlocks,
-                          "status": status.status, "blockers": list(status.blockers)}
-    return gates
+    return {gate_id: _gate(plan, gate_id, experiments) for gate_id in plan.gates}
 
 
 def load_results(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:

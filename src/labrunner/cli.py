@@ -9,15 +9,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from labrunner.errors import LabrunnerError
+from labrunner.errors import LabrunnerError, RunRefusedError
 
 if TYPE_CHECKING:
     from labrunner.execution import Backend
-    from labrunner.plan import Plan
+    from labrunner.plan import Plan, SubSpec
 
 __all__ = ["main"]
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3  # REFUSED: not run, nothing changed
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -35,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--plan", type=Path, default=None)
     run.add_argument("--results-dir", type=Path, default=None, help="results root (default: results, or stub/results)")
     run.add_argument("--backend", choices=("local", "modal"), default=None, help="override the plan's backend")
+    run.add_argument("--ignore-gates", action="store_true",
+                     help="run even if a gate its experiment requires has not passed")
+    run.add_argument("--ignore-holds", action="store_true",
+                     help="run even if a dependency has not completed or a required gate has not passed")
+    run.add_argument("--spec", default=None, help=argparse.SUPPRESS)  # params/seed/handler fixed by Snakemake
+    run.add_argument("--from-snakemake", action="store_true", help=argparse.SUPPRESS)
 
     status = commands.add_parser("status", help="table of what passed, failed, is pending")
     status.add_argument("--plan", type=Path, default=None)
@@ -58,18 +64,26 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from labrunner.aggregate import hold_reason
+    from labrunner.errors import RunHeldError
     from labrunner.execution import run_sub
-    from labrunner.plan import load_plan
-
     from labrunner.pipeline import BACKEND_ENV, split_run
 
     sub_id, run_seed = split_run(args.sub)
     seed = args.seed if args.seed is not None else run_seed
-    plan = load_plan(_plan_path(args.plan), check_handlers=(args.experiment, sub_id))
+    plan = _load_run_plan(args, sub_id)
     spec = plan.sub(args.experiment, sub_id)
+    if args.spec is not None:
+        spec, seed = _with_job_spec(spec, args.spec)
     if seed is not None and seed not in spec.seeds:
         seeds = ", ".join(map(str, spec.seeds))
         raise LabrunnerError(f"seed {seed} is not among the seeds of {spec.key} in the plan ({seeds})")
+    if not args.ignore_holds:
+        held_by = hold_reason(plan, args.experiment, args.stub, ignore_gates=args.ignore_gates)
+        if held_by:
+            how = ("--config ignore_gates=true runs it anyway while a gate has not passed" if args.from_snakemake
+                   else "--ignore-holds runs it anyway")
+            raise RunHeldError(f"{spec.key} is held: {held_by}. It was not run, and nothing was changed ({how})")
     backend = _backend(args.backend or os.environ.get(BACKEND_ENV) or spec.backend, plan)
     outcome = run_sub(plan, spec, seed, stub=args.stub, results_root=args.results_dir, backend=backend)
     from labrunner.summary import describe_run
@@ -82,6 +96,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def _load_run_plan(args: argparse.Namespace, sub_id: str) -> Plan:
+    from labrunner.plan import load_plan
+
+    # a job runs where Snakemake runs: the project root, wherever the plan file lives
+    root = Path.cwd() if args.from_snakemake else None
+    return load_plan(_plan_path(args.plan), root=root, check_handlers=(args.experiment, sub_id))
+
+
+def _with_job_spec(spec: SubSpec, text: str) -> tuple[SubSpec, int]:
+    """The sub as Snakemake fixed it when it built the DAG (params, seed, handler): the plan file
+    may have been edited since, and the result must say what it was really made with."""
+    import dataclasses
+    import json
+
+    try:
+        job = json.loads(text)
+        file, _, function = str(job["handler"]).partition("::")
+        params, seed = dict(job["params"]), int(job["seed"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise LabrunnerError(f"--spec: expected the JSON spec Snakemake passes ({{params, seed, handler}}), "
+                             f"got {text[:200]!r}: {exc}") from None
+    return dataclasses.replace(spec, params=params, stub_params={}, handler_file=Path(file),
+                               handler_function=function), seed
 
 
 def _backend(name: str, plan: Plan) -> Backend:
@@ -112,6 +151,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {"validate": cmd_validate, "run": cmd_run, "status": cmd_status}
     try:
         return handlers[args.command](args)
+    except RunRefusedError as exc:
+        print(f"labrunner {args.command}: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
     except LabrunnerError as exc:
         print(f"labrunner {args.command}: {exc}", file=sys.stderr)
         return EXIT_FAILED

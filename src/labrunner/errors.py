@@ -11,7 +11,10 @@
     │   ├── HandlerReturnError       ...returned a value of the wrong shape
     │   ├── MetricError              ...logged a metric that is not a number
     │   └── ArtifactError            ...named an artifact outside its folder, or writing it failed
-    └── BackendError                 a backend could not run a job (no Modal token, ...)
+    ├── BackendError                 a backend could not run a job (no Modal token, ...)
+    └── RunRefusedError              a run was not started, and nothing was changed
+        ├── RunLockedError           ...another attempt of the same run holds its lock
+        └── RunHeldError             ...it waits for a dependency or a gate that is not passed
 
 Errors raised inside a handler's process become failure records, never tracebacks of ours: the
 message of each class here is written to be read by the researcher as it stands.
@@ -36,6 +39,9 @@ __all__ = [
     "MetricError",
     "PlanError",
     "RecordError",
+    "RunHeldError",
+    "RunLockedError",
+    "RunRefusedError",
 ]
 
 
@@ -110,3 +116,16 @@ class ArtifactError(HandlerError):
 
 class BackendError(LabrunnerError):
     """Raised when a backend cannot run a job at all (no Modal token, unknown GPU type, ...)."""
+
+
+class RunRefusedError(LabrunnerError):
+    """Raised when `labrunner run` does not start a run; its message says why and what to do."""
+
+
+class RunLockedError(RunRefusedError):
+    """Raised when another attempt of the same run (a Snakemake job or a hand run) holds its lock."""
+
+
+class RunHeldError(RunRefusedError):
+    """Raised when a sub's experiment waits for a dependency that has not completed, or for a gate
+    that has not passed (unless gates are ignored for the run)."""

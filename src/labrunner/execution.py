@@ -34,7 +34,8 @@ from labrunner.plan import Plan, SubSpec
 from labrunner.records import COMPLETED, FAILED, mark_running, now_iso, write_failure, write_result
 from labrunner.redact import redact, secret_values
 from labrunner.runner import RunContext
-from labrunner.sources import file_sha256
+from labrunner.locks import RunLock
+from labrunner.sources import code_hashes, file_sha256
 from labrunner.tracking import Tracker, TrackingRequest, effective_mode, project_slug, start_tracking
 from labrunner.worker import error_outcome, handler_location, is_project_file
 
@@ -377,13 +378,27 @@ def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = 
     relative_results = Path(results_root) if results_root is not None else default_results_root(stub)
     paths = RunPaths(root / run_dir(relative_results, spec.experiment_id, spec.sub_id, seed, spec.seeds))
     paths.run_dir.mkdir(parents=True, exist_ok=True)
+    label = spec.key if len(spec.seeds) <= 1 else f"{spec.key}#seed{seed}"
+    started_at = now_iso()
+    # one attempt per run at a time: a second one is refused here, before it touches anything
+    lock = RunLock(paths.lock, label)
+    lock_warning = lock.acquire(started_at, " ".join(sys.argv))
+    try:
+        return _run_locked(plan, spec, seed, stub, backend, console, root, paths, label, started_at,
+                           [lock_warning] if lock_warning else [])
+    finally:
+        lock.release()
+
+
+def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backend, console: TextIO, root: Path,
+                paths: RunPaths, label: str, started_at: str, warnings: list[str]) -> SubRun:
     run_id = uuid.uuid4().hex[:12]
-    started_at, started_s = now_iso(), time.monotonic()
+    started_s = time.monotonic()
+    code = code_hashes(root, spec.handler_file)  # the code this attempt runs, before it can change
     last_failure = mark_running(paths, run_id, started_at, os.getpid(), backend.name)
     # a new attempt supersedes the old result (kept under history/), as Snakemake would have it
     paths.result.unlink(missing_ok=True)
     params = spec.params_for(stub)
-    label = spec.key if len(spec.seeds) <= 1 else f"{spec.key}#seed{seed}"
     tracker = start_tracking(_tracking_request(plan, spec, seed, stub, paths, params))
     forwarder = _MetricsForwarder(paths.metrics, run_id, tracker)
     forwarder.start()
@@ -404,18 +419,19 @@ def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = 
         if outcome.get("status") == COMPLETED or _stopped_from_outside(outcome) or attempt > spec.retries:
             break
         record = _record(plan, spec, seed, stub, params, backend, run_id, started_at, started_s, attempt, outcome, paths)
-        record["retrying"] = True
+        record.update(code=code, retrying=True)
         write_failure(paths, record, last_failure)
         console.write(f"[{label}] attempt {attempt} failed ({outcome['error']['type']}); retrying\n")
     forwarder.stop()
     attempt_count = len(attempts)
     record = _record(plan, spec, seed, stub, params, backend, run_id, started_at, started_s, attempt_count, outcome, paths)
+    record["code"] = code
     ok = outcome.get("status") == COMPLETED
     if ok:
         tracker.summary(record["metrics"])
     tracker.finish(0 if ok else 1)
     record["wandb"] = _portable_paths(tracker.info(), root)
-    record["warnings"] = list(record.get("warnings", [])) + tracker.warnings
+    record["warnings"] = warnings + list(record.get("warnings", [])) + tracker.warnings
     if attempt_count > 1:
         record["failed_attempts"] = [_attempt_summary(index + 1, item) for index, item in enumerate(attempts[:-1])]
     if ok:

@@ -19,13 +19,13 @@ from typing import Any
 from labrunner.errors import FindingsError, Issue
 from labrunner.yamlio import atomic_write_text
 
-__all__ = ["merge_blocks", "render_experiment_findings", "render_project_findings", "write_findings"]
+__all__ = ["findings_stamp", "merge_blocks", "render_experiment_findings", "render_project_findings", "write_findings"]
 
 _MARKER = re.compile(r"<!-- labrunner:(?P<kind>begin|end) (?P<name>[A-Za-z0-9_-]+) -->")
 _LEVEL_MARK = {"target met": "✅", "acceptable": "☑️", "below acceptable": "⚠️", "failure": "❌",
                "not measured": "❔", "invalid": "⛔"}
 _STATUS_MARK = {"completed": "✅", "failed": "❌", "pending": "⏳", "running": "⏳", "skipped": "⏭️",
-                "damaged": "⛔", "passed": "✅"}
+                "damaged": "⛔", "passed": "✅", "interrupted": "⏹️", "stale": "♻️", "held": "⏸️"}
 
 
 @dataclass(frozen=True)
@@ -166,11 +166,14 @@ def _status_block(results: Mapping[str, Any], results_file: str) -> str:
     counts = results.get("counts") or {}
     total = sum(counts.get(key, 0) for key in counts if key != "skipped")
     tally = f"{counts.get('completed', 0)} of {total} sub-experiments completed"
-    if counts.get("failed"):
-        tally += f", {counts['failed']} failed"
-    if counts.get("skipped"):
-        tally += f", {counts['skipped']} skipped"
+    for key in ("failed", "interrupted", "damaged", "running", "stale", "pending", "held", "skipped"):
+        if counts.get(key):
+            tally += f", {counts[key]} {key}"
     lines = [_stub_banner(bool(results.get("stub"))) + line, "", tally + "."]
+    if results.get("held_by"):
+        lines += ["", f"**Held:** {results['held_by']}."]
+    for note in results.get("gates_ignored") or []:
+        lines += ["", f"**Gate ignored:** {note}."]
     reasons = assessment.get("reasons") or []
     if reasons and assessment.get("recommendation") != "proceed":
         lines += ["", "Why:"] + [f"- {reason}" for reason in reasons]
@@ -221,18 +224,7 @@ def _sub_block(results: Mapping[str, Any], findings_path: Path, root: Path) -> s
             continue
         for run in runs:
             prefix = f"seed {run.get('seed')}: " if sub.get("seeds") else ""
-            if run.get("finding"):
-                lines.append(f"\n> {prefix}{run['finding']}")
-            if run.get("error"):
-                error = run["error"]
-                where = error.get("handler_line") or {}
-                at = f" at `{where.get('file')}:{where.get('line')}`" if where else ""
-                lines.append(f"\n> {prefix}**failed**: {error.get('type')}: {error.get('message')}{at}")
-                if error.get("hint"):
-                    lines.append(f"> hint: {error['hint']}")
-            if run.get("last_failure"):
-                last = run["last_failure"]
-                lines.append(f"\n_{prefix}an earlier attempt failed ({last.get('type')}: {last.get('message')}); since resolved._")
+            lines += _run_lines(run, prefix)
         metrics = sub.get("metrics") or {}
         if metrics:
             if sub.get("seeds"):
@@ -252,6 +244,36 @@ def _sub_block(results: Mapping[str, Any], findings_path: Path, root: Path) -> s
                 lines.append("(offline runs upload with `wandb sync <path>`)")
         parts.append("\n".join(lines))
     return "\n\n".join(parts) if parts else "No sub-experiments."
+
+
+def _run_lines(run: Mapping[str, Any], prefix: str) -> list[str]:
+    """The finding of a run, or why it has none now; an earlier result is shown as not current."""
+    lines = []
+    if run.get("finding"):
+        lines.append(f"\n> {prefix}{run['finding']}")
+    if run.get("error"):
+        error = run["error"]
+        where = error.get("handler_line") or {}
+        at = f" at `{where.get('file')}:{where.get('line')}`" if where else ""
+        lines.append(f"\n> {prefix}**{run['status']}**: {error.get('type')}: {error.get('message')}{at}")
+        if error.get("hint"):
+            lines.append(f"> hint: {error['hint']}")
+    if run.get("stale"):
+        lines.append(f"\n> {prefix}**stale**: {'; '.join(run['stale'])}. It reruns next time.")
+    if run.get("held_by"):
+        lines.append(f"\n> {prefix}**held**: {run['held_by']}.")
+    if run.get("running"):
+        lines.append(f"\n> {prefix}**running**: {run['running']}.")
+    earlier = run.get("earlier")
+    if earlier and run.get("status") != "completed":
+        values = ", ".join(f"{name}={_num(value)}" for name, value in (earlier.get("metrics") or {}).items())
+        lines.append(f"\n_{prefix}from an earlier run, not current ({earlier.get('why_not_current')}; "
+                     f"{earlier.get('ended_at') or 'time unknown'}): {values or 'no metrics'}. "
+                     "Not used in any verdict._")
+    if run.get("last_failure"):
+        last = run["last_failure"]
+        lines.append(f"\n_{prefix}an earlier attempt failed ({last.get('type')}: {last.get('message')}); since resolved._")
+    return lines
 
 
 def _wandb_text(run: Mapping[str, Any], root: Path) -> str:
@@ -360,11 +382,25 @@ def render_experiment_findings(results: Mapping[str, Any], findings_path: Path, 
 
 # --- the project --------------------------------------------------------------------------------
 
+def findings_stamp(experiments: Mapping[str, Mapping[str, Any]]) -> str:
+    """When the project write-up's data was made: the newest experiment aggregate. Derived from
+    the inputs, not the clock, so that regenerating unchanged data leaves the file as it was."""
+    return max((str(r["generated_at"]) for r in experiments.values() if r.get("generated_at")), default="")
+
+
 def _key_result(results: Mapping[str, Any]) -> str:
     for metric, verdict in (results.get("verdicts") or {}).items():
         if verdict.get("value") is not None:
             return f"{metric} {_num(verdict['value'])}: {verdict.get('level')}"
     return "—"
+
+
+def _decision_text(decision: Mapping[str, Any] | None) -> str:
+    if not decision:
+        return "—"
+    text = decision["verdict"] + (f" by {decision['by']}" if decision.get("by") else "")
+    text += f" ({decision['date']})" if decision.get("date") else ""
+    return text + (f": {decision['note']}" if decision.get("note") else "")
 
 
 def render_project_findings(project: Mapping[str, Any], experiments: Mapping[str, Mapping[str, Any]],
@@ -392,12 +428,21 @@ def render_project_findings(project: Mapping[str, Any], experiments: Mapping[str
         table.append(f"| {link} | {results.get('type') or ''} | {_num(results.get('phase'))} "
                      f"| {_STATUS_MARK.get(results['status'], '')} {results['status']} | {subs} | {recommendation} "
                      f"| {_cell(_key_result(results))} |")
-    gate_table = ["| Gate | Experiments | Status | Blocked by | Unlocks |", "|---|---|---|---|---|"] if gates else []
+    gate_table = (["| Gate | Experiments | Status | Computed | Decision | Blocked by | Unlocks |",
+                   "|---|---|---|---|---|---|---|"] if gates else [])
+    flags = []
     for gate_id, gate in gates.items():
         blockers = "; ".join(gate.get("blockers") or []) or "—"
+        computed = gate.get("computed_status", gate["status"])
+        decision = _decision_text(gate.get("decision"))
         gate_table.append(f"| {_cell(gate.get('name') or gate_id)} | {', '.join(gate.get('experiments') or [])} "
-                          f"| {_STATUS_MARK.get(gate['status'], '')} {gate['status']} | {_cell(blockers)} "
-                          f"| {_cell(gate.get('unlocks') or '')} |")
+                          f"| {_STATUS_MARK.get(gate['status'], '')} {gate['status']} | {computed} | {_cell(decision)} "
+                          f"| {_cell(blockers)} | {_cell(gate.get('unlocks') or '')} |")
+        if gate.get("disagreement"):
+            flags.append(f"- ⚠️ **{gate.get('name') or gate_id}: the recorded decision disagrees with the results:** "
+                         f"{gate['disagreement']}.")
+    if flags:
+        gate_table += [""] + flags
     blocks = {
         "status": "\n\n".join(line for line in status_lines if line),
         "experiments": "\n".join(table),

@@ -84,6 +84,11 @@ class RunPaths:
         return self.run_dir / "history"
 
     @property
+    def lock(self) -> Path:
+        """Held (flock) by the one attempt that runs now; see labrunner.locks."""
+        return self.run_dir / ".lock"
+
+    @property
     def internal(self) -> Path:
         """Scratch files between the supervisor and the handler's process."""
         return self.run_dir / ".labrunner"

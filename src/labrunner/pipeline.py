@@ -8,6 +8,7 @@ without importing handler code, and cached: a dry run of a thousand subs must st
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import re
@@ -20,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from labrunner import layout, records, sources
-from labrunner.errors import ConfigError, Issue
+from labrunner.errors import ConfigError, Issue, LabrunnerError
 from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
 
-__all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "put_labrunner_on_path", "split_run"]
+__all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "forced_run", "put_labrunner_on_path", "split_run"]
 
 BACKEND_ENV = "LABRUNNER_BACKEND"
 # A job's time limit is its attempts' timeouts plus this: Snakemake and labrunner start-up, and
@@ -36,6 +37,7 @@ CONFIG_KEYS = {
     "stub": "true or false: run every sub with stub_params into the stub/ tree",
     "backend": "local or modal: run every sub on this backend (overrides the plan)",
     "plan": "path of the research plan (default research/research_plan.yaml)",
+    "ignore_gates": "true or false: run the subs of experiments whose required gates have not passed",
 }
 _TRUE, _FALSE = {"true", "yes", "1", "on"}, {"false", "no", "0", "off", ""}
 
@@ -70,18 +72,40 @@ class RunTarget:
     run: str  # the {run} wildcard: "<sub>" or "<sub>/seed-<n>"
 
 
+@dataclass(frozen=True)
+class _Holds:
+    """What the records say, before any job runs, about experiments that depend on others.
+
+    `held`: experiments whose dependency has not completed and will not run in this run: their
+    runs stay out of the DAG, and the write-up says why. `ordered`: experiments whose dependency
+    will run in this run: each of their runs that will run waits for the dependency's results,
+    and checks again when it starts. `current`: runs whose result is current; they get no edge to
+    upstream files at all, so a rebuild upstream cannot rerun them, and Snakemake judges them on
+    their own inputs (no ancient(), whose interplay with upstream reruns makes a run need two
+    calls). `gate_open`: required gates whose status this run may still change (see
+    experiment_records for how gates hold runs).
+    """
+
+    held: dict[str, str]
+    ordered: frozenset[str]
+    current: frozenset[tuple[str, str]]
+    gate_open: dict[str, list[str]]
+
+
 @dataclass
 class Pipeline:
     plan: Plan
     stub: bool = False
     backend: str | None = None
     workdir: Path = field(default_factory=Path.cwd)  # where Snakemake runs: paths are relative to it
+    ignore_gates: bool = False
+    forced: bool = False  # --forceall/--forcerun: every run reruns, whatever its records say
+    main_process: bool = True  # False inside a remote job: no parse-time reading of the records
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], workdir: Path | None = None, *,
-                    check_handlers: bool = True) -> "Pipeline":
-        """Check --config and load the plan; every problem is an error before any job starts.
-        A job (check_handlers=False) skips the handler checks the submitting side has done."""
+    def from_config(cls, config: Mapping[str, Any], workdir: Path | None = None, forced: bool = False,
+                    main_process: bool = True) -> "Pipeline":
+        """Check --config and load the plan; every problem is an error before any job starts."""
         issues = []
         for key in config:
             if key not in CONFIG_KEYS:
@@ -95,9 +119,13 @@ class Pipeline:
         if issues:
             raise ConfigError(issues)
         stub = _parse_bool("stub", config.get("stub", False))
-        plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), check_handlers=check_handlers)
-        return cls(plan=plan, stub=stub, backend=str(backend) if backend is not None else None,
-                   workdir=Path(workdir or Path.cwd()))
+        ignore_gates = _parse_bool("ignore_gates", config.get("ignore_gates", False))
+        workdir = Path(workdir or Path.cwd())
+        # the project root is where Snakemake runs, wherever the plan file lives (plans/v2.yaml)
+        plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), root=workdir,
+                         check_handlers=main_process)  # a job: the submitting side checked them
+        return cls(plan=plan, stub=stub, backend=str(backend) if backend is not None else None, workdir=workdir,
+                   ignore_gates=ignore_gates, forced=forced, main_process=main_process)
 
     # --- paths ---------------------------------------------------------------------------------
 
@@ -150,20 +178,103 @@ class Pipeline:
             raise ConfigError([_config_issue("target", f"names an unknown or archived experiment {exp_id!r} "
                                              f"(experiments: {valid})")]) from None
 
-    def experiment_records(self, exp_id: str) -> list[str]:
+    def experiment_records(self, exp_id: str, gates_file: str | None = None) -> list[str]:
         """The aggregate's inputs: every result.yaml, and every failure.yaml that exists.
 
         A failure record is written by the sub's own job (there is none before its first run),
         and any attempt rewrites it, newer than the aggregates: that is what makes the next run
-        rerun a failed sub (see workflow/rules/aggregate.smk).
+        rerun a failed sub (see rules/aggregate.smk). The runs of a held experiment that have no
+        current result are left out: they do not run (the write-up says what holds them). An
+        experiment that requires gates is held while `gates_file` (the `gates` checkpoint's
+        output, read only once it is up to date) says one of them has not passed.
         """
+        held = exp_id in self._holds.held or bool(gates_file and self.closed_gates(exp_id, gates_file))
         files = []
         for run in self._runs(exp_id):
-            files.append(self.run_file(exp_id, run.run, "result.yaml"))
+            if not held or (exp_id, run.run) in self._holds.current:
+                files.append(self.run_file(exp_id, run.run, "result.yaml"))
             failure = self.run_file(exp_id, run.run, "failure.yaml")
             if os.path.exists(failure):
                 files.append(failure)
         return files
+
+    def waits_for_gates(self, exp_id: str) -> bool:
+        """Whether the experiment's runs depend on the gates' status (its aggregate then asks the
+        `gates` checkpoint first, so that they are decided after the gates are up to date)."""
+        self._runs(exp_id)  # an unknown experiment in a target is an error that lists the valid ones
+        return bool(self.plan.experiments[exp_id].requires) and not self.ignore_gates
+
+    def closed_gates(self, exp_id: str, gates_file: str) -> list[str]:
+        """The gates the experiment requires that gates_file does not show as passed."""
+        from labrunner.yamlio import load_yaml
+
+        gates = (load_yaml(Path(gates_file)) or {}).get("gates") or {}
+        return [gate_id for gate_id in self.plan.experiments[exp_id].requires
+                if (gates.get(gate_id) or {}).get("status") != "passed"]
+
+    @cached_property
+    def _holds(self) -> _Holds:
+        """Decided once, from the records as they are before any job runs (see _Holds)."""
+        waiting = [exp_id for exp_id in self.runs_by_experiment
+                   if self.plan.experiments[exp_id].dependencies or self.plan.experiments[exp_id].requires]
+        if not waiting or not self.main_process:
+            return _Holds({}, frozenset(), frozenset(), {})
+        from labrunner.aggregate import collect_project
+        from labrunner.state import RunStatus, run_states
+
+        view = collect_project(self.plan, self.stub, self.ignore_gates, only=waiting)
+        current: set[tuple[str, str]] = set()
+        will_run: dict[str, bool] = {}
+        held: dict[str, str] = {}
+        ordered: set[str] = set()
+        gate_open: dict[str, list[str]] = {}
+        for exp_id in view.experiments:  # upstream first
+            if not self.forced:
+                for run, state in zip(self.runs_by_experiment[exp_id], run_states(self.plan, exp_id, self.stub)):
+                    if state.status == RunStatus.COMPLETED:
+                        current.add((exp_id, run.run))
+            unmet_final, unmet_open = self._unmet_dependencies(exp_id, view, will_run)
+            if unmet_final:
+                held[exp_id] = "; ".join(unmet_final)
+            elif unmet_open:
+                ordered.add(exp_id)
+            if self.waits_for_gates(exp_id):
+                gate_open[exp_id] = [g for g in self.plan.experiments[exp_id].requires
+                                     if any(will_run.get(e) for e in self.plan.gates[g].experiments)]
+            will_run[exp_id] = exp_id not in held and any(
+                (exp_id, run.run) not in current for run in self.runs_by_experiment[exp_id])
+        return _Holds(held, frozenset(ordered), frozenset(current), gate_open)
+
+    def _unmet_dependencies(self, exp_id: str, view: Any, will_run: Mapping[str, bool]) -> tuple[list[str], list[str]]:
+        """(dependencies unmet for good in this run, dependencies that will run in this run)."""
+        final, open_ = [], []
+        for dep in self.plan.experiments[exp_id].dependencies:
+            upstream = view.experiments.get(dep)
+            if upstream is None or (upstream["status"] == "completed" and not will_run.get(dep)):
+                continue
+            (open_ if will_run.get(dep) else final).append(f"waits for {dep} ({upstream['status']})")
+        return final, open_
+
+    def held_experiments(self) -> dict[str, str]:
+        """Experiments whose runs stay out of this run, and why."""
+        return dict(self._holds.held)
+
+    def plan_digest(self, refresh: bool = False) -> str:
+        """The plan file's content hash as the DAG was built from it (or, with refresh, now)."""
+        digest = sources.file_sha256(self.plan.path) if self.plan.path.exists() else ""
+        if refresh:
+            return digest
+        return self.__dict__.setdefault("_plan_digest", digest)
+
+    def announce_holds(self) -> None:
+        """Say, before any job starts (dry runs too), which experiments do not run and why, and
+        which wait for a gate that this run decides."""
+        for exp_id, why in self._holds.held.items():
+            print(f"labrunner: {exp_id} does not run: {why}", file=sys.stderr)
+        for exp_id, gates in self._holds.gate_open.items():
+            if gates:
+                print(f"labrunner: {exp_id} runs only if {' and '.join(gates)} passes, which this run decides "
+                      f"after its experiments; a dry run cannot list its jobs yet", file=sys.stderr)
 
     def set_aside_damaged_results(self) -> list[str]:
         """Find result files that were truncated or edited on disk, move each into its run's
@@ -185,37 +296,54 @@ class Pipeline:
                           file=sys.stderr)
         return damaged
 
-    def record_discarded_results(self) -> list[str]:
-        """Find results that were written and then deleted, and give each a failure record that
-        says so (see records.record_discard): without one, the sub would show as pending.
+    def mark_unrecorded_runs(self) -> list[str]:
+        """Rerun a run whose records are gone while the write-up still reports them.
 
-        Snakemake deletes the output of a job it takes for failed, even when labrunner wrote a
-        complete result first: a cluster job cancelled, or out of time, as it finished. Checked
-        while the Snakefile is read and again when a run ends with errors.
+        A run folder deleted by hand (no failure.yaml, although results.yaml reports the run as
+        having run) gets `status: none`; a result.yaml that is gone although its last attempt
+        completed (deleted by hand, or discarded by Snakemake when its job was cancelled) gets a
+        failure record that says so. Either new input is newer than the aggregate, so Snakemake
+        rebuilds the run; without it the missing file would never be rebuilt (Snakemake does not
+        rebuild a missing intermediate file while the files downstream of it are newer).
         """
-        discarded = []
+        marked = []
         for exp_id, runs in self.runs_by_experiment.items():
+            reported = self._reported_runs(exp_id)
             for run in runs:
                 paths = layout.RunPaths(Path(self.run_file(exp_id, run.run, "result.yaml")).parent)
-                if paths.result.exists() or not paths.failure.exists():
+                if paths.result.exists():
                     continue
-                kept = records.discarded_result(paths)
-                if kept is None or not self._is_current(records.read_record(kept, verify=False), run):
-                    continue  # never completed, or superseded by a change: pending is the truth
-                records.record_discard(paths, kept)
-                discarded.append(str(paths.result))
-                print(f"labrunner: {paths.result} was deleted after it was written (kept as {kept}); "
-                      f"{exp_id}/{run.run} is recorded as failed and reruns", file=sys.stderr)
-        return discarded
+                if not paths.failure.exists():
+                    if run.run in reported:
+                        records.write_none(paths.failure)
+                        marked.append(f"{exp_id}/{run.run}")
+                    continue
+                previous = records.read_failure(paths)
+                if previous.get("status") in (records.NONE, records.RESOLVED) and any(paths.history.glob("*.result.yaml")):
+                    records.record_missing_result(paths, previous)
+                    marked.append(f"{exp_id}/{run.run}")
+                    print(f"labrunner: {paths.result} is gone although its last attempt completed; "
+                          f"{exp_id}/{run.run} will be rebuilt", file=sys.stderr)
+        return marked
 
-    def _is_current(self, record: Mapping[str, Any], run: RunTarget) -> bool:
-        """Whether a result was made by the sub as the plan and its handler stand now."""
-        handler = record.get("handler") or {}
-        handler_path = self.plan.root / run.spec.handler_file
-        return (record.get("params") == run.spec.params_for(self.stub) and record.get("seed") == run.seed
-                and handler.get("file") == run.spec.handler_file.as_posix()
-                and handler.get("function") == run.spec.handler_function
-                and handler_path.exists() and handler.get("sha256") == sources.file_sha256(handler_path))
+    def _reported_runs(self, exp_id: str) -> set[str]:
+        """The runs an experiment's results.yaml reports as having run (not pending or held)."""
+        from labrunner.yamlio import load_yaml
+
+        path = Path(self.experiment_results(exp_id))
+        if not path.exists():
+            return set()
+        try:
+            subs = (load_yaml(path) or {}).get("subs") or {}
+        except LabrunnerError:
+            return set()
+        seeds_of = {spec.sub_id: spec.seeds for spec in self.plan.subs(exp_id)}
+        reported = set()
+        for sub_id, sub in subs.items():
+            for entry in sub.get("seeds") or [sub]:
+                if sub_id in seeds_of and entry.get("status") not in ("pending", "held", "skipped", None):
+                    reported.add(sub_id if len(seeds_of[sub_id]) <= 1 else f"{sub_id}/seed-{entry.get('seed')}")
+        return reported
 
     def require_shared_results(self, shared_fs_usage: Iterable[str]) -> None:
         """A job writes failure.yaml, metrics.jsonl, artifacts/, history/ and wandb/ besides its
@@ -228,12 +356,17 @@ class Pipeline:
                                      "besides result.yaml, and an executor without a shared file system brings "
                                      "back only result.yaml and run.log; keep input-output in --shared-fs-usage")])
 
+
     def experiment_results(self, exp_id: str) -> str:
         self._runs(exp_id)  # an unknown experiment in a target is an error, not a missing file
         return f"{self.results_root}/{exp_id}/results.yaml"
 
-    def dependency_results(self, exp_id: str) -> list[str]:
-        """results.yaml of the experiments this one depends on (active ones only)."""
+    def requirement_inputs(self, exp_id: str, run: str) -> list[str]:
+        """What a run waits for before it starts: the results of the experiments it depends on, only
+        for a run that will run while a dependency will run too (see _Holds). Plain inputs, never
+        ancient(): a run that waits here reruns anyway."""
+        if exp_id not in self._holds.ordered or (exp_id, run) in self._holds.current:
+            return []
         experiment = self.plan.experiments[exp_id]
         return [self.experiment_results(dep) for dep in experiment.dependencies if dep in self.runs_by_experiment]
 
@@ -281,11 +414,14 @@ class Pipeline:
             cache[handler_file] = [self._relative(handler_file)] + [os.path.relpath(path, self.workdir) for path in modules]
         return cache[handler_file]
 
-    def run_params(self, exp_id: str, run: str) -> dict[str, Any]:
-        """What a result depends on besides code: a change reruns exactly this sub."""
+    def run_spec(self, exp_id: str, run: str) -> str:
+        """What a result depends on besides code, as the job's `params` (a change reruns exactly
+        this sub) and as the spec the job runs with: the job takes its params, seed and handler
+        from here, not from the plan file, which may have been edited since the DAG was built."""
         target = self.run_target(exp_id, run)
-        return {"params": target.spec.params_for(self.stub), "seed": target.seed,
-                "handler": f"{target.spec.handler_file.as_posix()}::{target.spec.handler_function}"}
+        return json.dumps({"params": target.spec.params_for(self.stub), "seed": target.seed,
+                           "handler": f"{target.spec.handler_file.as_posix()}::{target.spec.handler_function}"},
+                          sort_keys=True)
 
     def backend_of(self, spec: SubSpec) -> str:
         return self.backend or spec.backend
@@ -294,8 +430,9 @@ class Pipeline:
     def run_options(self) -> str:
         """The options of `labrunner run` shared by every job, shell-quoted (one string for all
         jobs: a per-job function would cost time on every job of a large DAG)."""
-        options = ["--plan", self.plan_file, "--results-dir", self.results_root]
-        return shlex.join(options + (["--stub"] if self.stub else []))
+        options = ["--plan", self.plan_file, "--results-dir", self.results_root, "--from-snakemake"]
+        flags = (["--stub"] if self.stub else []) + (["--ignore-gates"] if self.ignore_gates else [])
+        return shlex.join(options + flags)
 
     def export_backend(self) -> None:
         """Pass `--config backend=...` to the jobs through the environment, not through params:
@@ -359,6 +496,13 @@ class Pipeline:
         _, count, kind = gpu
         return kind if count == 1 else f"{kind}:{count}"
 
+
+
+def forced_run(dag_settings: Any) -> bool:
+    """Whether Snakemake was told to rerun jobs whatever their files say (--forceall,
+    --forcerun, --forcetargets): then no run can be taken as current at parse time."""
+    return bool(getattr(dag_settings, "forceall", False) or getattr(dag_settings, "forcerun", None)
+                or getattr(dag_settings, "forcetargets", False))
 
 
 def put_labrunner_on_path() -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "Criterion",
     "Experiment",
     "Gate",
+    "GateDecision",
     "Plan",
     "SubSpec",
     "load_plan",
@@ -183,13 +184,14 @@ class Experiment(RunSettings):
     phase: int | str | None = None
     handlers: str | None = None
     dependencies: list[str] = Field(default_factory=list)
+    requires: list[str] = Field(default_factory=list)  # gates that must pass before its subs run
     success_criteria: dict[str, Criterion] = Field(default_factory=dict)
     sub_experiments: dict[str, SubSettings] = Field(default_factory=dict)
     archived: bool = False
     params: dict[str, Any] = Field(default_factory=dict)
     stub_params: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("dependencies", mode="before")
+    @field_validator("dependencies", "requires", mode="before")
     @classmethod
     def _single_dependency(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else ([] if value is None else value)
@@ -214,10 +216,29 @@ class Experiment(RunSettings):
         return value
 
 
+GATE_VERDICTS = ("proceed", "pivot", "stop")
+
+
+class GateDecision(_StrictModel):
+    """A person's recorded decision at a gate. `proceed` opens the gate whatever the computed
+    status says (the disagreement is flagged); `pivot` and `stop` keep it closed."""
+
+    verdict: Literal["proceed", "pivot", "stop"]
+    by: str | None = None
+    date: str | None = None
+    note: str | None = None
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _date_text(cls, value: Any) -> Any:
+        return value.isoformat() if hasattr(value, "isoformat") else value
+
+
 class Gate(_Model):
     name: str | None = None
     experiments: list[str] = Field(min_length=1)
     unlocks: str | None = None
+    decision: GateDecision | None = None
 
 
 class PlanModel(_Model):
@@ -305,8 +326,13 @@ def _unknown(kind: str, name: str, valid: Any) -> str:
 
 
 def project_root_for(plan_path: Path) -> Path:
-    """research/research_plan.yaml lives one level below the project root."""
+    """The project folder a plan's relative paths (handlers, results) start from: the nearest
+    folder above the plan that holds a Snakefile, so that `plans/v2.yaml` works as well as
+    `research/research_plan.yaml`; without one, the folder above `research/`, else the plan's own."""
     parent = plan_path.resolve().parent
+    for folder in (parent, *parent.parents):
+        if (folder / "Snakefile").is_file():
+            return folder
     return parent.parent if parent.name == "research" else parent
 
 
@@ -415,7 +441,7 @@ _SCHEMA: dict[str, tuple[type[BaseModel], bool]] = {
     # block -> (model, strict: every unknown key is an error)
     "plan": (PlanModel, False), "project": (ProjectInfo, False), "defaults": (Defaults, True),
     "wandb": (WandbSettings, True), "experiment": (Experiment, False), "sub": (SubSettings, False),
-    "criterion": (Criterion, False), "gate": (Gate, False),
+    "criterion": (Criterion, False), "gate": (Gate, False), "decision": (GateDecision, True),
 }
 
 
@@ -463,6 +489,9 @@ def _key_typos(raw: Mapping[str, Any], shown: str) -> Iterator[Issue]:
     if isinstance(gates, Mapping):
         for gate_id, gate in gates.items():
             yield from _check_block(gate, "gate", f"gates.{gate_id}", raw, ("gates", gate_id), shown)
+            if isinstance(gate, Mapping):
+                yield from _check_block(gate.get("decision"), "decision", f"gates.{gate_id}.decision", raw,
+                                        ("gates", gate_id, "decision"), shown)
 
 
 # --- pydantic errors as plain messages ----------------------------------------------------------
@@ -545,9 +574,64 @@ def _resolve(model: PlanModel, raw: Any, shown: str, root: Path, check_handlers:
                 issue(handler_loc, message)
             specs.append(spec)
         subs_by_experiment[exp_id] = tuple(specs)
+    issues.extend(_reference_issues(model, raw, shown, subs_by_experiment))
     issues.extend(_cycle_issues(model, raw, shown))
     issues.extend(_memory_issues(model, subs_by_experiment, raw, shown))
     return subs_by_experiment, issues
+
+
+def _reference_issues(model: PlanModel, raw: Any, shown: str,
+                      subs_by_experiment: Mapping[str, tuple[SubSpec, ...]]) -> Iterator[Issue]:
+    """References that name something that can never complete: an archived experiment in a gate
+    or a dependency, an experiment whose every sub is skipped, a criterion `from:` a skipped sub,
+    an unknown gate in `requires`. Each would otherwise leave something pending for ever."""
+
+    def at(loc: tuple[Any, ...], message: str) -> Issue:
+        return Issue(shown, ".".join(str(p) for p in loc), message, line_of(raw, loc))
+
+    experiments = model.experiments
+    gates_raw = raw.get("gates") if isinstance(raw, Mapping) else None
+    written_gates = [str(key) for key in gates_raw] if isinstance(gates_raw, Mapping) else []
+
+    def never_completes(exp_id: str) -> str | None:
+        exp = experiments.get(exp_id)
+        if exp is None:
+            return None  # unknown ids are reported elsewhere
+        if exp.archived:
+            return f"{exp_id} is archived (it never runs)"
+        specs = subs_by_experiment.get(exp_id, ())
+        if specs and all(spec.skip_reason is not None for spec in specs):
+            return f"every sub-experiment of {exp_id} is skipped (it never produces a result)"
+        return None
+
+    for gate_id, gate in model.gates.items():
+        for index, exp_id in enumerate(gate.experiments):
+            why = never_completes(exp_id)
+            if why:
+                yield at(("gates", gate_id, "experiments", index),
+                         f"{why}, so this gate could never pass; remove it from the gate or let it run")
+    for exp_id, exp in experiments.items():
+        if exp.archived:
+            continue
+        base = ("experiments", exp_id)
+        for index, dep in enumerate(exp.dependencies):
+            why = never_completes(dep) if dep != exp_id else None
+            if why:
+                yield at((*base, "dependencies", index), f"{why}, so {exp_id} cannot build on it; "
+                         "remove the dependency or let it run")
+        for index, gate_id in enumerate(exp.requires):
+            gate = model.gates.get(gate_id)
+            if gate is None:
+                if gate_id not in written_gates:  # one that is written but invalid is reported already
+                    yield at((*base, "requires", index), _unknown("gate", gate_id, written_gates))
+            elif exp_id in gate.experiments:
+                yield at((*base, "requires", index), f"{exp_id} requires {gate_id}, which waits for {exp_id} itself")
+        skipped = {spec.sub_id: spec.skip_reason for spec in subs_by_experiment.get(exp_id, ()) if spec.skip_reason}
+        for metric, crit in exp.success_criteria.items():
+            if crit.from_sub in skipped:
+                yield at((*base, "success_criteria", metric, "from"),
+                         f"sub-experiment {crit.from_sub!r} is skipped ({skipped[crit.from_sub]}), so {metric} "
+                         "could never be measured; name a sub that runs, or drop `from:`")
 
 
 def _memory_issues(model: PlanModel, subs_by_experiment: Mapping[str, tuple[SubSpec, ...]], raw: Any,
@@ -643,7 +727,11 @@ def _sub_spec(model: PlanModel, exp_id: str, exp: Experiment, sub_id: str, sub: 
 
 def _cycle_issues(model: PlanModel, raw: Any, shown: str) -> Iterator[Issue]:
     """Report each dependency cycle once, naming the whole loop."""
-    graph = {exp_id: [d for d in exp.dependencies if d in model.experiments] for exp_id, exp in model.experiments.items()}
+    # an experiment waits for its dependencies and for the experiments of the gates it requires
+    graph = {exp_id: [d for d in [*exp.dependencies,
+                                  *(e for g in exp.requires if g in model.gates for e in model.gates[g].experiments)]
+                      if d in model.experiments]
+             for exp_id, exp in model.experiments.items()}
     state: dict[str, int] = {}  # 1 = on the stack, 2 = done
     stack: list[str] = []
     reported: set[frozenset[str]] = set()

@@ -36,7 +36,8 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "COMPLETED", "FAILED", "NONE", "RESOLVED", "RUNNING",
-    "checked_text", "damage_of", "discarded_result", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record", "record_damage", "record_discard", "set_aside",
+    "checked_text", "damage_of", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record", "record_damage",
+    "record_missing_result", "set_aside",
     "write_failure", "write_none", "write_result",
 ]
 
@@ -94,6 +95,43 @@ def record_damage(paths: RunPaths, problem: str) -> Path:
     }
     write_failure(paths, record, last_failure_of(read_failure(paths)))
     return kept
+
+
+def record_missing_result(paths: RunPaths, previous: dict[str, Any]) -> None:
+    """Say in failure.yaml that a run's result is gone although its last attempt completed:
+    deleted by hand, or by Snakemake, which deletes the output of a job it takes for failed (a
+    cluster job cancelled, or out of time, just after labrunner wrote the result). The new
+    content is newer than the aggregates, so the next run rebuilds the sub."""
+    kept = _kept_result(paths, previous)
+    result = read_record(kept, verify=False) if kept else {}
+    executor = result.get("executor") or {}
+    job_id = executor.get("job_id")
+    by = f" by SLURM job {job_id}" if job_id else ""
+    written = f", written{by} at {result.get('ended_at')}," if result else ""
+    stamp = now_iso()
+    record = {
+        "run_id": f"missing-{stamp}", "ended_at": stamp, "executor": executor or None,
+        "missing_result": {"run_id": result.get("run_id"), "ended_at": result.get("ended_at"), "kept": str(kept)}
+        if kept else None,
+        "error": {"type": "ResultMissing",
+                  "message": (f"{paths.result} of the attempt {result.get('run_id') or previous.get('run_id') or ''}"
+                              f"{written} is gone although that attempt completed: deleted by hand, or by Snakemake, "
+                              "which deletes the output of a job it takes for failed (a cluster job cancelled, or out "
+                              "of time, as it finished); "
+                              + (f"it is kept as {kept}" if kept else "its record is kept under history/")),
+                  "traceback": None, "handler_line": None,
+                  "hint": ("nothing to fix in the code: the sub is rebuilt by the next run"
+                           + (f"; `sacct -j {job_id}` says how the job ended" if job_id else ""))},
+    }
+    write_failure(paths, record, last_failure_of(previous))
+
+
+def _kept_result(paths: RunPaths, previous: dict[str, Any]) -> Path | None:
+    """The history copy of the result the last attempt wrote: the one `resolved` names, else the
+    one written last (by the file's time: names stamped to the second may tie)."""
+    run_id = previous.get("run_id") if previous.get("status") == RESOLVED else None
+    kept = list(paths.history.glob(f"*-{run_id}.result.yaml" if run_id else "*.result.yaml")) if paths.history.is_dir() else []
+    return max(kept, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
@@ -199,39 +237,3 @@ def write_result(paths: RunPaths, record: dict[str, Any], last_failure: dict[str
     _history(paths, record, "result", text)
     atomic_write_text(paths.result, text)
 
-
-def discarded_result(paths: RunPaths) -> Path | None:
-    """The history copy of a result that is gone although failure.yaml says its attempt completed
-    (`none` or `resolved`): a deletion after the job wrote it. None when nothing says so."""
-    failure = read_failure(paths)
-    if failure.get("status") == RESOLVED and failure.get("run_id"):
-        pattern = f"*-{failure['run_id']}.result.yaml"
-    elif failure.get("status") == NONE and "warning" not in failure:
-        pattern = "*.result.yaml"
-    else:
-        return None
-    kept = sorted(paths.history.glob(pattern)) if paths.history.is_dir() else []
-    return kept[-1] if kept else None  # history names start with the time they were written
-
-
-def record_discard(paths: RunPaths, kept: Path) -> None:
-    """Say in failure.yaml that a complete result was deleted, and why the sub reruns: with a
-    new failure record, newer than the aggregates, the next run rebuilds them and the sub."""
-    result = read_record(kept, verify=False)
-    executor = result.get("executor") or {}
-    job = f" by SLURM job {executor['job_id']}" if executor.get("job_id") else ""
-    stamp = now_iso()
-    record = {
-        "run_id": f"discarded-{stamp}", "ended_at": stamp, "executor": executor or None,
-        "discarded_result": {"run_id": result.get("run_id"), "ended_at": result.get("ended_at"), "kept": str(kept)},
-        "error": {
-            "type": "Discarded",
-            "message": (f"the result of run {result.get('run_id')}, written{job} at {result.get('ended_at')}, was "
-                        f"deleted: Snakemake deletes the output of a job it takes for failed (a cluster job cancelled, "
-                        f"or out of time, as it finished), or it was deleted by hand; it is kept as {kept}"),
-            "traceback": None, "handler_line": None,
-            "hint": ("nothing to fix in the code: the next run reruns the sub, as its result.yaml is missing"
-                     + (f"; `sacct -j {executor['job_id']}` says how the job ended" if executor.get("job_id") else "")),
-        },
-    }
-    write_failure(paths, record, last_failure_of(read_failure(paths)))

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["FunctionInfo", "ModuleInfo", "file_sha256", "local_imports", "module_info", "resolve_handler"]
+__all__ = ["FunctionInfo", "ModuleInfo", "code_hashes", "file_sha256", "local_imports", "module_info", "resolve_handler"]
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def resolve_handler(root: Path, handlers_dir: Path, sub_id: str, setting: str | 
         relative = handlers_dir / relative  # a bare file name means one in the handlers folder
     candidates = [function] if function else default_function_names(sub_id)
     if not check:
-        return relative, candidates[0], []
+        return relative, _defined_candidate(os.path.join(root, relative), candidates), []
     try:
         info = module_info(os.path.join(root, relative))
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
@@ -130,6 +130,16 @@ def resolve_handler(root: Path, handlers_dir: Path, sub_id: str, setting: str | 
         wanted = " or ".join(repr(name) for name in candidates)
         return relative, candidates[0], [f"{relative} defines no function {wanted}; it defines: {defined}"]
     return relative, found, _signature_problems(info.functions[found], relative)
+
+
+def _defined_candidate(path: str, candidates: list[str]) -> str:
+    """The first candidate the file defines, without reporting problems (those are the checking
+    pass's job); the first candidate when the file cannot be read."""
+    try:
+        functions = module_info(path).functions
+    except OSError:
+        return candidates[0]
+    return next((name for name in candidates if name in functions), candidates[0])
 
 
 def _missing_file(relative: Path, root: Path, candidates: list[str]) -> str:
@@ -212,3 +222,26 @@ def _is_environment(path: Path, root: Path) -> bool:
 
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+@lru_cache(maxsize=4096)
+def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
+    del mtime_ns, size  # part of the cache key only: an edited file is hashed again
+    return file_sha256(Path(path))
+
+
+def code_hashes(root: Path, handler_file: Path) -> dict[str, str]:
+    """The code a sub runs: its handler file and every project module it imports, as
+    {path relative to the root: sha256}. The same files are the inputs of its Snakemake job, so
+    a result that records these hashes can be checked against the code as it is now."""
+    root = Path(os.path.abspath(root))
+    handler = root / handler_file
+    files = [handler] + (local_imports(handler, root) if handler.is_file() else [])
+    hashes = {}
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue  # a missing file: absent from the hashes, so it reads as changed
+        hashes[path.relative_to(root).as_posix()] = _cached_sha256(str(path), stat.st_mtime_ns, stat.st_size)
+    return hashes

@@ -14,9 +14,8 @@ from pathlib import Path
 
 from labrunner import layout
 from labrunner.aggregate import load_results, write_experiment_outputs, write_gates
-from labrunner.findings import render_experiment_findings, render_project_findings, write_findings
-from labrunner.plan import load_plan
-from labrunner.records import now_iso
+from labrunner.findings import findings_stamp, render_experiment_findings, render_project_findings, write_findings
+from labrunner.plan import Plan, load_plan
 
 __all__ = ["aggregate_experiment", "experiment_findings", "gates", "logged", "project_findings"]
 
@@ -35,15 +34,21 @@ def logged(log_path: str | Path) -> Iterator[None]:
             raise
 
 
+def _plan(plan_path: str) -> Plan:
+    """The plan as the rules see it: relative paths start where Snakemake runs (the project root)."""
+    return load_plan(Path(plan_path), root=Path.cwd(), check_handlers=False)
+
+
 def aggregate_experiment(plan_path: str, experiment_id: str, stub: bool, results: str, table_md: str,
-                         table_csv: str, plot: str) -> None:
-    plan = load_plan(Path(plan_path), check_handlers=False)
-    data = write_experiment_outputs(plan, experiment_id, stub, Path(results), Path(table_md), Path(table_csv), Path(plot))
+                         table_csv: str, plot: str, ignore_gates: bool = False) -> None:
+    plan = _plan(plan_path)
+    data = write_experiment_outputs(plan, experiment_id, stub, Path(results), Path(table_md), Path(table_csv), Path(plot),
+                                    ignore_gates=ignore_gates)
     print(f"{experiment_id}: {data['status']}, recommendation {data['assessment'].get('recommendation')}")
 
 
 def gates(plan_path: str, stub: bool, results_files: Sequence[str], output: str) -> None:
-    plan = load_plan(Path(plan_path), check_handlers=False)
+    plan = _plan(plan_path)
     data = write_gates(plan, stub, [Path(p) for p in results_files], Path(output))
     for gate_id, gate in data["gates"].items():
         print(f"{gate_id}: {gate['status']}")
@@ -58,13 +63,13 @@ def experiment_findings(results_file: str, output: str) -> None:
 
 
 def project_findings(plan_path: str, stub: bool, results_files: Sequence[str], gates_file: str, output: str) -> None:
-    plan = load_plan(Path(plan_path), check_handlers=False)
+    plan = _plan(plan_path)
     experiments = load_results([Path(p) for p in results_files])
     from labrunner.yamlio import load_yaml
 
     gate_data = (load_yaml(Path(gates_file)) or {}).get("gates", {})
     paths = {exp_id: layout.experiment_findings_path(exp_id, stub).as_posix() for exp_id in experiments}
     document = render_project_findings(plan.model.project.model_dump(exclude_none=True), experiments, gate_data, paths,
-                                       Path(output), Path.cwd(), stub, now_iso())
+                                       Path(output), Path.cwd(), stub, findings_stamp(experiments))
     write_findings(Path(output), document)
     print(f"wrote {output}")

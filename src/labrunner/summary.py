@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from labrunner.layout import RunPaths
 from labrunner.plan import Plan
 
-__all__ = ["describe_failure", "describe_run", "plan_summary"]
+__all__ = ["describe_failure", "describe_run", "end_of_run", "plan_summary", "status_report"]
 
 
 def plan_summary(plan: Plan) -> str:
@@ -127,16 +129,17 @@ def _key_metrics(plan: Plan, exp_id: str, metrics: dict[str, Any]) -> str:
                      for name in names)
 
 
-def status_rows(plan: Plan, stub: bool = False) -> tuple[list[list[str]], dict[str, int], list[tuple[str, Any]]]:
-    """Rows of the status table, totals by sub status, and the failed runs with their records."""
-    from labrunner.aggregate import collect_experiment, run_states
+def status_rows(plan: Plan, stub: bool = False, ignore_gates: bool = False) -> tuple[list[list[str]], dict[str, int], list[tuple[str, Any]], Any]:
+    """Rows of the status table, totals by sub status, the runs that need attention with their
+    state, and the project view (experiments and gates) they come from."""
+    from labrunner.aggregate import collect_project
+    from labrunner.state import RunStatus, run_states
 
+    view = collect_project(plan, stub, ignore_gates)
     rows: list[list[str]] = []
-    totals = {"completed": 0, "failed": 0, "running": 0, "pending": 0, "skipped": 0, "damaged": 0}
-    failures: list[tuple[str, Any]] = []
-    for exp_id in plan.active_experiments:
-        states = run_states(plan, exp_id, stub)
-        results = collect_experiment(plan, exp_id, stub, states)
+    totals = {status.value: 0 for status in RunStatus}
+    attention: list[tuple[str, Any]] = []
+    for exp_id, results in view.experiments.items():
         for sub_id, sub in results["subs"].items():
             totals[sub["status"]] = totals.get(sub["status"], 0) + 1
             runs = sub.get("seeds") or [sub]
@@ -148,50 +151,143 @@ def status_rows(plan: Plan, stub: bool = False) -> tuple[list[list[str]], dict[s
             status = sub["status"] if sub["status"] != "skipped" else f"skipped: {_one_line(sub.get('skip_reason'), 40)}"
             rows.append([exp_id, sub_id, status, seeds, duration, _key_metrics(plan, exp_id, metrics),
                          _sub_verdicts(plan, exp_id, sub_id, metrics)])
-        for state in states:
-            if state.status in ("failed", "damaged"):
-                failures.append((f"{exp_id}/{state.spec.sub_id}" + (f" (seed {state.seed})" if len(state.spec.seeds) > 1 else ""), state))
-    return rows, totals, failures
+        held_by = results.get("held_by")
+        for state in run_states(plan, exp_id, stub):
+            label = state.spec.key + (f" (seed {state.seed})" if len(state.spec.seeds) > 1 else "")
+            if state.status == RunStatus.PENDING and held_by:
+                attention.append((label, ("held", held_by, state)))
+            elif state.status != RunStatus.COMPLETED:
+                attention.append((label, (state.status.value, None, state)))
+    return rows, totals, attention, view
 
 
-def status_report(plan: Plan, stub: bool = False, only_attention: bool = False) -> tuple[str, bool]:
-    """The status table, totals, every failure with its hint, and how to rerun; (text, any failed)."""
+def _attention_lines(plan: Plan, label: str, kind: str, why: str | None, state: Any) -> list[str]:
+    """What one run that is not completed needs, in a few lines."""
+    rel = os.path.relpath(state.paths.run_dir, plan.root)
+    if kind in ("failed", "interrupted", "damaged"):
+        return ["", f"{kind.upper()} {label}", *describe_failure(state.record, indent="    "),
+                f"    details: {rel}/failure.yaml, {rel}/run.log"]
+    if kind == "stale":
+        return ["", f"STALE {label}: {'; '.join(state.stale)} (its result is from an earlier run; it reruns next time)"]
+    if kind == "held":
+        return ["", f"HELD {label}: {why}"]
+    if kind == "running":
+        who = state.holder.describe() if state.holder else "another process"
+        return ["", f"RUNNING {label}: {who}"]
+    return []
+
+
+def _gate_lines(gates: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    lines = []
+    for gate_id, gate in gates.items():
+        line = f"  {gate_id}: {gate['status']}"
+        if gate.get("decision"):
+            decision = gate["decision"]
+            who = f" by {decision['by']}" if decision.get("by") else ""
+            when = f" on {decision['date']}" if decision.get("date") else ""
+            line += f" (decided {decision['verdict']}{who}{when}; computed: {gate['computed_status']})"
+        if gate.get("blockers"):
+            line += " — " + "; ".join(gate["blockers"])
+        lines.append(line)
+        if gate.get("disagreement"):
+            lines.append(f"    ⚠ the decision disagrees with the results: {gate['disagreement']}")
+    return lines
+
+
+def _experiment_lines(experiments: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    lines = []
+    for exp_id, results in experiments.items():
+        assessment = results.get("assessment") or {}
+        line = f"  {exp_id}: {results['status']}"
+        if assessment.get("recommendation"):
+            line += f", recommendation {assessment['recommendation']}"
+            if assessment.get("confidence"):
+                line += f" (confidence {assessment['confidence']})"
+        if results.get("held_by"):
+            line += f" — {results['held_by']}"
+        lines.append(line)
+        lines += [f"    note: {note}" for note in results.get("gates_ignored") or []]
+    return lines
+
+
+def status_report(plan: Plan, stub: bool = False, only_attention: bool = False,
+                  ignore_gates: bool = False) -> tuple[str, bool]:
+    """The status table, totals, experiments and gates, every run that needs attention with why,
+    and how to rerun; (text, anything failed)."""
     from tabulate import tabulate
 
-    rows, totals, failures = status_rows(plan, stub)
+    rows, totals, attention, view = status_rows(plan, stub, ignore_gates)
     shown = [row for row in rows if not row[2].startswith("completed")] if only_attention and len(rows) > _TABLE_ROW_LIMIT else rows
     title = f"{plan.model.project.name or plan.root.name}" + (" (stub tree)" if stub else "")
     headers = ["experiment", "sub", "status", "seeds", "duration", "key metrics", "verdict"]
     lines = [f"labrunner status: {title}", tabulate(shown, headers=headers, tablefmt="simple") if shown else "(nothing to show)"]
     if len(shown) < len(rows):
         lines.append(f"({len(rows) - len(shown)} completed sub-experiments not shown; `labrunner status` lists all)")
-    line = (f"Completed: {totals['completed']}  Failed: {totals['failed'] + totals['damaged']}  "
-            f"Pending: {totals['pending']}  Skipped: {totals['skipped']}")
-    if totals["running"]:
-        line += f"  Running or interrupted: {totals['running']}"
-    lines += ["", line]
-    for label, state in failures:
-        rel = os.path.relpath(state.paths.run_dir, plan.root)
-        lines += ["", f"FAILED {label}"] + describe_failure(state.record, indent="    ")
-        lines.append(f"    details: {rel}/failure.yaml, {rel}/run.log")
-    if failures or totals["pending"] or totals["running"]:
+    failed = totals["failed"] + totals["damaged"] + totals["interrupted"]
+    line = (f"Completed: {totals['completed']}  Failed: {failed}  Pending: {totals['pending']}  "
+            f"Held: {totals['held']}  Skipped: {totals['skipped']}")
+    for key, name in (("stale", "Stale"), ("running", "Running")):
+        if totals[key]:
+            line += f"  {name}: {totals[key]}"
+    lines += ["", line, "", "Experiments:", *_experiment_lines(view.experiments)]
+    if view.gates:
+        lines += ["Gates:", *_gate_lines(view.gates)]
+    failures = [item for item in attention if item[1][0] in ("failed", "interrupted", "damaged")]
+    for label, (kind, why, state) in attention:
+        lines += _attention_lines(plan, label, kind, why, state)
+    to_run = [item for item in attention if item[1][0] in ("failed", "interrupted", "damaged", "stale", "pending")]
+    if to_run:
         target = "stub/research/FINDINGS.md --config stub=true" if stub else "research/FINDINGS.md"
         lines += ["", f"Rerun what failed or is missing (nothing else reruns): snakemake --cores 4 {target}"]
         if failures:
-            label, state = failures[0]
+            _, (_, _, state) = failures[0]
             seed = f" --seed {state.seed}" if len(state.spec.seeds) > 1 else ""
             lines.append(f"Or one sub alone:  labrunner run {state.spec.experiment_id} {state.spec.sub_id}{seed}"
                          + (" --stub" if stub else ""))
     return "\n".join(lines), bool(failures)
 
 
-def print_run_summary(plan: Plan, stub: bool, success: bool) -> None:
+def print_run_summary(plan: Plan, stub: bool, success: bool, ignore_gates: bool = False) -> None:
     """The end-of-run summary Snakemake prints (onsuccess / onerror)."""
     import sys
 
     try:
-        text, _ = status_report(plan, stub, only_attention=True)
+        text, _ = status_report(plan, stub, only_attention=True, ignore_gates=ignore_gates)
     except Exception as exc:  # noqa: BLE001 - a summary must never hide the run's own outcome
         text = f"labrunner: could not build the summary: {exc}"
     heading = "labrunner: run finished" if success else "labrunner: run finished with failures"
     print(f"\n{heading}\n{text}", file=sys.stderr if not success else sys.stdout, flush=True)
+
+
+def end_of_run(pipeline: Any, success: bool) -> str | None:
+    """What the workflow's hooks do at the end of every run: bring the write-up up to date with
+    the records (see labrunner.writeup), print the summary, and say why a run whose jobs all
+    succeeded must still fail (its results are not current: the plan or code changed while it
+    ran), so that exit status 0 always means there is nothing left to do. Returns that reason."""
+    from labrunner.errors import LabrunnerError
+    from labrunner.plan import load_plan
+    from labrunner.state import RunStatus, run_states
+    from labrunner.writeup import refresh_quietly
+
+    plan, changed = pipeline.plan, None
+    try:  # the write-up describes the plan as it is now, if it was edited during the run
+        plan = load_plan(pipeline.plan.path, root=pipeline.plan.root, check_handlers=False)
+    except LabrunnerError as exc:
+        changed = f"the plan is no longer valid: {exc}"
+    refresh_quietly(plan, pipeline.stub, pipeline.ignore_gates)
+    print_run_summary(plan, pipeline.stub, success, pipeline.ignore_gates)
+    if changed is None and pipeline.plan_digest() != pipeline.plan_digest(refresh=True):
+        changed = f"{pipeline.plan.path} changed while the run was going"
+    stale = [state.key for exp_id in plan.active_experiments for state in run_states(plan, exp_id, pipeline.stub)
+             if state.status == RunStatus.STALE]
+    if changed is None and not stale:
+        return None
+    parts = [changed] if changed else []
+    if stale:
+        parts.append(f"{len(stale)} result(s) do not match the plan or code now: {', '.join(stale[:10])}"
+                     + (" ..." if len(stale) > 10 else ""))
+    problem = "labrunner: " + "; ".join(parts) + ". Run the same command again to bring them up to date."
+    if not success:  # the run fails anyway; say this too, it explains part of what the summary shows
+        print(problem, file=sys.stderr)
+        return None
+    return problem

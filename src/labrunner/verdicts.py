@@ -29,7 +29,8 @@ DECISIONS = (PROCEED, PIVOT, INVESTIGATE)
 COMPLETED = "completed"
 FAILED = "failed"
 PENDING = "pending"
-EXPERIMENT_STATUSES = (COMPLETED, FAILED, PENDING)
+HELD = "held"
+EXPERIMENT_STATUSES = (COMPLETED, FAILED, PENDING, HELD)
 
 GATE_PASSED = "passed"
 GATE_FAILED = "failed"
@@ -127,6 +128,7 @@ class ExperimentOutcome:
     status: str
     decision: str | None = None
     failed_subs: tuple[str, ...] = ()
+    why: str | None = None  # for a held or pending experiment: what it waits for
 
     def __post_init__(self) -> None:
         if self.status not in EXPERIMENT_STATUSES:
@@ -503,8 +505,8 @@ def gate_status(experiments: Mapping[str, ExperimentOutcome]) -> GateStatus:
 
 
 def _blocker(exp_id: str, outcome: ExperimentOutcome) -> str | None:
-    if outcome.status == PENDING:
-        return f"{exp_id}: not run yet"
+    if outcome.status in (PENDING, HELD):
+        return f"{exp_id}: {outcome.why or 'not run yet'}"
     if outcome.status == FAILED:
         n_failed = len(outcome.failed_subs)
         if n_failed == 0:

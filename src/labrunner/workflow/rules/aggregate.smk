@@ -6,6 +6,11 @@
 # rebuilds the aggregate, and with it reruns exactly the failed subs, even after a transient
 # failure with nothing changed. The plan is an input too, so edited criteria rebuild the
 # verdicts without rerunning any sub.
+#
+# When a sub fails, Snakemake skips the aggregates that need it; the end-of-run hook (see
+# rules/common.smk and labrunner.writeup) then rewrites every aggregate output from the records,
+# keeping each file's modification time, so that the write-up describes the present while
+# Snakemake's view of what is out of date (and so the next run) stays exactly as above.
 FINDINGS_DIR = PIPELINE.findings_dir
 
 
@@ -20,6 +25,7 @@ rule aggregate_experiment:
         plot=f"{RESULTS}/{{exp}}/criteria.png",
     params:
         stub=is_stub,
+        ignore_gates=ignores_gates,
     log:
         f"{RESULTS}/{{exp}}/aggregate.log",
     localrule: True
@@ -29,7 +35,10 @@ rule aggregate_experiment:
         "../scripts/aggregate_experiment.py"
 
 
-rule gates:
+# A checkpoint: an experiment that `requires:` a gate decides which of its runs to build only
+# after the gate is up to date (see get_experiment_records), so that a gate that passes during a
+# run lets the held experiment run in the same run, and one that fails holds it with no job failed.
+checkpoint gates:
     input:
         results=get_gated_experiment_results,
         plan=PIPELINE.plan_file,

@@ -1,10 +1,12 @@
 # Plan loading (validated once, before any job starts) and every input function the rules use.
 from labrunner.errors import LabrunnerError
-from labrunner.pipeline import Pipeline, put_labrunner_on_path
-from labrunner.summary import print_run_summary
+from labrunner.pipeline import Pipeline, put_labrunner_on_path, forced_run
+from labrunner.summary import end_of_run
 
 try:
-    PIPELINE = Pipeline.from_config(config, check_handlers=workflow.is_main_process)
+    PIPELINE = Pipeline.from_config(
+        config, forced=forced_run(workflow.dag_settings), main_process=workflow.is_main_process
+    )
     if workflow.is_main_process:
         # records live beside the results: a job's files must reach this side
         PIPELINE.require_shared_results(u.item_to_choice() for u in workflow.storage_settings.shared_fs_usage)
@@ -12,12 +14,14 @@ except LabrunnerError as error:
     raise WorkflowError(f"labrunner: {error}") from None
 
 RESULTS = PIPELINE.results_root
-# Once, on the submitting side; never again in the jobs, where two of them would race on a file.
+# Parse-time work runs once, on the submitting side, never again inside a remote job: a result
+# file truncated or edited on disk is moved to its history/ and rebuilt; a run whose records are
+# gone is marked so that it is rebuilt; experiments held by a dependency or a gate are named.
 if workflow.is_main_process:
-    # a result file truncated or edited on disk is moved to its history/ and rebuilt
+    PIPELINE.plan_digest()
     PIPELINE.set_aside_damaged_results()
-    # a result deleted by Snakemake after its job wrote it gets a failure record that says so
-    PIPELINE.record_discarded_results()
+    PIPELINE.mark_unrecorded_runs()
+    PIPELINE.announce_holds()
 # jobs call the `labrunner` of the environment Snakemake runs in, activated or not
 put_labrunner_on_path()
 PIPELINE.export_backend()
@@ -33,15 +37,15 @@ def get_final_targets(wildcards):
 
 
 def get_sub_inputs(wildcards):
-    # the handler file and the project modules it imports (an edit reruns the sub), and the
-    # results of the experiments this one depends on: ancient(), so that they are waited for
-    # but a rebuild of them does not rerun this sub
-    dependencies = [ancient(path) for path in PIPELINE.dependency_results(wildcards.exp)]
-    return PIPELINE.handler_inputs(wildcards.exp, wildcards.run) + dependencies
+    # the handler file and the project modules it imports (an edit reruns the sub), and, for a
+    # run that waits for a dependency or a gate that may still change in this run, what it waits for
+    return PIPELINE.handler_inputs(wildcards.exp, wildcards.run) + PIPELINE.requirement_inputs(
+        wildcards.exp, wildcards.run
+    )
 
 
-def get_run_params(wildcards):
-    return PIPELINE.run_params(wildcards.exp, wildcards.run)
+def get_run_spec(wildcards):
+    return PIPELINE.run_spec(wildcards.exp, wildcards.run)
 
 
 def get_gpu_count(wildcards):
@@ -80,6 +84,11 @@ JOB_LIMITS = {"runtime": get_runtime_min} | ({"mem_mb": get_mem_mb} if PIPELINE.
 
 
 def get_experiment_records(wildcards):
+    # an experiment that requires gates asks the gates checkpoint first: its runs join the DAG
+    # only once the gates are up to date, and only if they passed (see Pipeline.experiment_records)
+    if PIPELINE.waits_for_gates(wildcards.exp):
+        gates_file = checkpoints.gates.get().output[0]
+        return PIPELINE.experiment_records(wildcards.exp, gates_file)
     return PIPELINE.experiment_records(wildcards.exp)
 
 
@@ -103,10 +112,23 @@ def is_stub(wildcards=None):
     return PIPELINE.stub
 
 
+def ignores_gates(wildcards=None):
+    return PIPELINE.ignore_gates
+
+
+# The end of every run, whatever happened: the write-up is brought up to date with the records
+# (an aggregate that Snakemake skipped after a failure would otherwise go on describing an earlier
+# state), then the summary. A run whose jobs all succeeded still fails if its results are not
+# current (the plan or a handler was edited while it ran), so that an exit status of 0 always
+# means `snakemake -n` has nothing left to do.
 onsuccess:
-    print_run_summary(PIPELINE.plan, stub=PIPELINE.stub, success=True)
+    problem = end_of_run(PIPELINE, success=True)
+    if problem:
+        raise WorkflowError(problem)
 
 
 onerror:
-    PIPELINE.record_discarded_results()
-    print_run_summary(PIPELINE.plan, stub=PIPELINE.stub, success=False)
+    # a result Snakemake deleted after its job wrote it (a cluster job cancelled as it finished)
+    # is recorded now, so that the summary and the write-up say so
+    PIPELINE.mark_unrecorded_runs()
+    end_of_run(PIPELINE, success=False)

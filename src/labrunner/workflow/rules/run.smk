@@ -10,9 +10,9 @@ rule run_sub:
     output:
         f"{RESULTS}/{{exp}}/{{run}}/result.yaml",
     params:
-        # what the result depends on besides code: params, seed, handler; a change reruns the sub
-        run=get_run_params,
-        options=PIPELINE.run_options,
+        # what the result depends on besides code: params, seed, handler; a change reruns the sub.
+        # The job runs with exactly this spec, not with the plan file, which may change meanwhile.
+        spec=get_run_spec,
     log:
         # written by labrunner itself while the handler runs, and echoed to the console
         f"{RESULTS}/{{exp}}/{{run}}/run.log",
@@ -22,4 +22,6 @@ rule run_sub:
     conda:
         "../envs/labrunner.yaml"
     shell:
-        "labrunner run {wildcards.exp} {wildcards.run} {params.options}"
+        # the options shared by every job (plan, results tree, stub, gates) are part of the
+        # command, not of params: changing them must not rerun subs whose results still hold
+        f"labrunner run {{wildcards.exp}} {{wildcards.run}} --spec {{params.spec:q}} {PIPELINE.run_options}"
