@@ -156,7 +156,7 @@ def test_slurm_every_sub_is_a_slurm_job_and_one_run_converges(slurm_cluster: Non
 
     findings = (project / "research" / "experiments" / "e1-tiny" / "FINDINGS.md").read_text()
     assert f"| slurm job {jobs['e1-tiny/a']} on {node} |" in findings
-    assert "Completed: 4  Failed: 0  Pending: 0  Skipped: 0" in output
+    assert "Completed: 4  Failed: 0  Pending: 0  Held: 0  Skipped: 0" in output
     again = slurm(project, "-n")
     assert "Nothing to be done" in again.stdout + again.stderr, again.stdout[-3000:]
 
