@@ -356,7 +356,6 @@ class Pipeline:
                                      "besides result.yaml, and an executor without a shared file system brings "
                                      "back only result.yaml and run.log; keep input-output in --shared-fs-usage")])
 
-
     def experiment_results(self, exp_id: str) -> str:
         self._runs(exp_id)  # an unknown experiment in a target is an error, not a missing file
         return f"{self.results_root}/{exp_id}/results.yaml"

@@ -111,8 +111,8 @@ def record_missing_result(paths: RunPaths, previous: dict[str, Any]) -> None:
     stamp = now_iso()
     record = {
         "run_id": f"missing-{stamp}", "ended_at": stamp, "executor": executor or None,
-        "missing_result": {"run_id": result.get("run_id"), "ended_at": result.get("ended_at"), "kept": str(kept)}
-        if kept else None,
+        "missing_result": ({"run_id": result.get("run_id"), "ended_at": result.get("ended_at"), "kept": str(kept)}
+                           if kept else None),
         "error": {"type": "ResultMissing",
                   "message": (f"{paths.result} of the attempt {result.get('run_id') or previous.get('run_id') or ''}"
                               f"{written} is gone although that attempt completed: deleted by hand, or by Snakemake, "
@@ -129,8 +129,10 @@ def record_missing_result(paths: RunPaths, previous: dict[str, Any]) -> None:
 def _kept_result(paths: RunPaths, previous: dict[str, Any]) -> Path | None:
     """The history copy of the result the last attempt wrote: the one `resolved` names, else the
     one written last (by the file's time: names stamped to the second may tie)."""
+    if not paths.history.is_dir():
+        return None
     run_id = previous.get("run_id") if previous.get("status") == RESOLVED else None
-    kept = list(paths.history.glob(f"*-{run_id}.result.yaml" if run_id else "*.result.yaml")) if paths.history.is_dir() else []
+    kept = paths.history.glob(f"*-{run_id}.result.yaml" if run_id else "*.result.yaml")
     return max(kept, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
@@ -236,4 +238,3 @@ def write_result(paths: RunPaths, record: dict[str, Any], last_failure: dict[str
     text = checked_text({**record, "status": COMPLETED})
     _history(paths, record, "result", text)
     atomic_write_text(paths.result, text)
-
