@@ -53,10 +53,13 @@ def test_api_exception_tree_has_one_root() -> None:
     tree = {
         "InputError": "LabrunnerError", "PlanError": "InputError", "RecordError": "InputError", "ConfigError": "InputError",
         "HandlerError": "LabrunnerError", "HandlerReturnError": "HandlerError", "MetricError": "HandlerError",
-        "ArtifactError": "HandlerError", "BackendError": "LabrunnerError",
+        "ArtifactError": "HandlerError", "BackendError": "LabrunnerError", "RunRefusedError": "LabrunnerError",
+        "RunLockedError": "RunRefusedError", "RunHeldError": "RunRefusedError", "StorageError": "LabrunnerError",
     }
     for name, parent in tree.items():
-        assert getattr(errors, name).__bases__ == (getattr(errors, parent),), name
+        bases = getattr(errors, name).__bases__
+        # StorageError is an OSError as well, so that code handling OSError handles it
+        assert bases[0] is getattr(errors, parent) and set(bases[1:]) <= {OSError}, name
     exceptions = [getattr(errors, name) for name in errors.__all__
                   if inspect.isclass(getattr(errors, name)) and issubclass(getattr(errors, name), BaseException)]
     assert set(tree) < {cls.__name__ for cls in exceptions}
@@ -74,7 +77,8 @@ def test_api_input_error_lists_every_issue() -> None:
 
 
 @pytest.mark.parametrize("module", ["labrunner", "labrunner.worker", "labrunner.runner", "labrunner.execution",
-                                    "labrunner.plan", "labrunner.cli", "labrunner.tracking", "labrunner.records"])
+                                    "labrunner.plan", "labrunner.cli", "labrunner.tracking", "labrunner.records",
+                                    "labrunner.state", "labrunner.locks", "labrunner.pipeline"])
 def test_api_import_is_light(module: str) -> None:
     assert imported_heavy_modules(f"import {module}") == []
 

@@ -33,6 +33,12 @@ _EXPORTS: dict[str, str] = {
     "MetricError": "labrunner.errors",
     "ArtifactError": "labrunner.errors",
     "BackendError": "labrunner.errors",
+    "StorageError": "labrunner.errors",
+    "RunRefusedError": "labrunner.errors",
+    "RunLockedError": "labrunner.errors",
+    "RunHeldError": "labrunner.errors",
+    "RunStatus": "labrunner.state",
+    "ExperimentStatus": "labrunner.state",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -54,8 +60,9 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from labrunner.errors import (
         ArtifactError, BackendError, ConfigError, FindingsError, HandlerError, HandlerReturnError, InputError,
-        LabrunnerError, MetricError, PlanError, RecordError,
+        LabrunnerError, MetricError, PlanError, RecordError, RunHeldError, RunLockedError, RunRefusedError, StorageError,
     )
+    from labrunner.state import ExperimentStatus, RunStatus
     from labrunner.execution import Backend, LocalBackend, SubRun, run_sub
     from labrunner.plan import Plan, SubSpec, load_plan
     from labrunner.runner import ExperimentRunner, Results, seed_everything

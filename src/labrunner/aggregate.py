@@ -17,6 +17,7 @@ from typing import Any
 
 from labrunner import verdicts
 from labrunner.errors import RecordError
+from labrunner.files import atomic_write_text, atomic_writer
 from labrunner.plan import Criterion, Plan, resolved_direction
 from labrunner.records import read_record
 from labrunner.state import ExperimentStatus, RunState, RunStatus, experiment_status, run_states, sub_status
@@ -368,11 +369,9 @@ def plot_criteria(results: Mapping[str, Any], path: Path) -> None:
             axis.legend(fontsize=7, loc="best", markerscale=0.4)
     figure.suptitle(results["name"], fontsize=11)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=110)
+    with atomic_writer(path) as handle:
+        figure.savefig(handle, format="png", dpi=110)
     plt.close(figure)
-    os.replace(tmp, path)
 
 
 def write_experiment_outputs(plan: Plan, experiment_id: str, stub: bool, results_path: Path,
@@ -386,7 +385,6 @@ def write_experiment_outputs(plan: Plan, experiment_id: str, stub: bool, results
 def write_experiment_files(plan: Plan, results: dict[str, Any], results_path: Path, table_md: Path, table_csv: Path,
                            plot_path: Path) -> None:
     from labrunner.records import now_iso
-    from labrunner.yamlio import atomic_write_text
 
     results["generated_at"] = now_iso()
     frame = metrics_frame(results)

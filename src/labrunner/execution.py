@@ -28,10 +28,11 @@ from typing import Any, TextIO
 
 from labrunner import __version__
 from labrunner.executor import current_executor
+from labrunner.files import AppendLog, SpaceReserve, is_disk_full, storage_error
 from labrunner.hints import hint_for
 from labrunner.layout import RunPaths, results_root as default_results_root, run_dir
 from labrunner.plan import Plan, SubSpec
-from labrunner.records import COMPLETED, FAILED, mark_running, now_iso, write_failure, write_result
+from labrunner.records import RECORD_RESERVE_BYTES, COMPLETED, FAILED, mark_running, now_iso, write_final
 from labrunner.redact import redact, secret_values
 from labrunner.runner import RunContext
 from labrunner.locks import RunLock
@@ -75,16 +76,21 @@ class _OutputPump(threading.Thread):
         super().__init__(name="labrunner-output", daemon=True)
         self._stream, self._log, self._console, self._label = stream, log, console, label
         self._secrets = secret_values()
+        self._log_failed = False
 
     def run(self) -> None:
         try:
             for raw in iter(self._stream.readline, b""):
                 line = redact(raw.decode("utf-8", errors="replace"), self._secrets)
                 try:
-                    self._log.write(line)
-                    self._log.flush()
+                    if not self._log_failed:
+                        self._log.write(line)
+                        self._log.flush()
                 except ValueError:  # run.log is closed: the attempt is over, a process it left still writes
                     return
+                except OSError as exc:  # a full disk: keep the console going and the handler's pipe drained
+                    self._log_failed = True
+                    line += f"labrunner: the rest of this output is not in run.log: {exc}\n"
                 try:
                     self._console.write(f"[{self._label}] {line}" if line.endswith("\n") else f"[{self._label}] {line}\n")
                     self._console.flush()
@@ -111,7 +117,7 @@ class LocalBackend(Backend):
         context_path.write_text(request.context.to_json(), encoding="utf-8")
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         command = [sys.executable, "-m", "labrunner.worker", str(context_path), str(outcome_path), str(crash_path)]
-        with request.paths.log.open("a", encoding="utf-8") as log:
+        with AppendLog(request.paths.log) as log:
             log.write(f"=== {request.label}: run {request.context.run_id}, attempt {attempt}, started {now_iso()} ===\n")
             log.flush()
             # signal forwarding is in place before the handler starts: a Ctrl-C at any moment
@@ -396,6 +402,7 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
     started_s = time.monotonic()
     code = code_hashes(root, spec.handler_file)  # the code this attempt runs, before it can change
     last_failure = mark_running(paths, run_id, started_at, os.getpid(), backend.name)
+    reserve = SpaceReserve.claim(paths.internal / "reserve", RECORD_RESERVE_BYTES)  # for a disk that fills up
     # a new attempt supersedes the old result (kept under history/), as Snakemake would have it
     paths.result.unlink(missing_ok=True)
     params = spec.params_for(stub)
@@ -420,7 +427,7 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
             break
         record = _record(plan, spec, seed, stub, params, backend, run_id, started_at, started_s, attempt, outcome, paths)
         record.update(code=code, retrying=True)
-        write_failure(paths, record, last_failure)
+        write_final(paths, record, last_failure, reserve)
         console.write(f"[{label}] attempt {attempt} failed ({outcome['error']['type']}); retrying\n")
     forwarder.stop()
     attempt_count = len(attempts)
@@ -434,16 +441,18 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
     record["warnings"] = warnings + list(record.get("warnings", [])) + tracker.warnings
     if attempt_count > 1:
         record["failed_attempts"] = [_attempt_summary(index + 1, item) for index, item in enumerate(attempts[:-1])]
-    if ok:
-        write_result(paths, record, last_failure if last_failure else None)
-    else:
-        write_failure(paths, record, last_failure)
-    _cleanup_internal(paths)
+    try:
+        record = write_final(paths, record, last_failure if last_failure else None, reserve)
+    finally:
+        _cleanup_internal(paths)
+    ok = record["status"] == COMPLETED  # a result the disk had no room for is a failure
     return SubRun(COMPLETED if ok else FAILED, record, paths, bool(getattr(tracker, "hung", False)))
 
 
 def _backend_failure(exc: Exception, root: Path) -> dict[str, Any]:
     outcome = error_outcome(exc, root, [])
+    if isinstance(exc, OSError) and is_disk_full(exc):  # labrunner could not write its own files for this attempt
+        exc = storage_error(exc, Path(exc.filename or root))
     outcome["error"]["message"] = f"the {type(exc).__name__} came from the backend, not the handler: {exc}"
     return outcome
 

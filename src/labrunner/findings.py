@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from labrunner.errors import FindingsError, Issue
-from labrunner.yamlio import atomic_write_text
+from labrunner.files import atomic_write_text
 
 __all__ = ["findings_stamp", "merge_blocks", "render_experiment_findings", "render_project_findings", "write_findings"]
 
@@ -38,7 +38,14 @@ class Document:
 
 
 def _block(name: str, content: str) -> str:
-    return f"<!-- labrunner:begin {name} -->\n{content.rstrip()}\n<!-- labrunner:end {name} -->"
+    return f"<!-- labrunner:begin {name} -->\n{_escape_comments(content).rstrip()}\n<!-- labrunner:end {name} -->"
+
+
+def _escape_comments(content: str) -> str:
+    """Generated text holds what handlers returned (findings, metric names, errors). An HTML comment
+    opener in it would be read as a marker by the next regeneration, or hide the rest of the page
+    when rendered; escaped, it shows as written."""
+    return content.replace("<!--", "&lt;!--")
 
 
 def _spans(text: str, path: str) -> list[tuple[str, int, int]]:
@@ -74,7 +81,7 @@ def merge_blocks(existing: str, blocks: Mapping[str, str], path: str = "FINDINGS
         if name not in blocks:
             continue
         pieces.append(existing[cursor:start])
-        pieces.append(newline + blocks[name].rstrip().replace("\n", newline) + newline)
+        pieces.append(newline + _escape_comments(blocks[name]).rstrip().replace("\n", newline) + newline)
         cursor = end
     pieces.append(existing[cursor:])
     return "".join(pieces)
@@ -101,21 +108,7 @@ def write_findings(path: Path, document: Document) -> None:
             return
     else:
         text = _first_version(document)
-    atomic_write_text_exact(path, text)
-
-
-def atomic_write_text_exact(path: Path, text: str) -> None:
-    """Write without newline translation, so CRLF files stay CRLF."""
-    if "\r\n" not in text:
-        atomic_write_text(path, text)
-        return
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)  # byte for byte: CRLF files stay CRLF; a symlink stays a link
 
 
 # --- formatting helpers -------------------------------------------------------------------------

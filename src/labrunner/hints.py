@@ -26,6 +26,9 @@ class Hint:
 
 
 HINTS: tuple[Hint, ...] = (
+    Hint((), r"No space left on device|Errno 28\]|Disk quota exceeded",
+         "the disk is full: free space (`df -h` shows how much is left, the record's warnings say where), "
+         "or write large files (checkpoints, data) to a bigger disk; then run again"),
     Hint((), r"Can't call numpy\(\) on Tensor that requires grad",
          "call .detach() before .numpy() (or pass the tensor itself to runner.log_metrics / return it: labrunner converts it)"),
     Hint((), r"can't convert (cuda|mps)(:\d+)? device type tensor to numpy",

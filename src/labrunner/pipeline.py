@@ -255,10 +255,6 @@ class Pipeline:
             (open_ if will_run.get(dep) else final).append(f"waits for {dep} ({upstream['status']})")
         return final, open_
 
-    def held_experiments(self) -> dict[str, str]:
-        """Experiments whose runs stay out of this run, and why."""
-        return dict(self._holds.held)
-
     def plan_digest(self, refresh: bool = False) -> str:
         """The plan file's content hash as the DAG was built from it (or, with refresh, now)."""
         digest = sources.file_sha256(self.plan.path) if self.plan.path.exists() else ""
@@ -308,12 +304,13 @@ class Pipeline:
         """
         marked = []
         for exp_id, runs in self.runs_by_experiment.items():
-            reported = self._reported_runs(exp_id)
+            reported: set[str] | None = None  # read only when a run has no records at all
             for run in runs:
                 paths = layout.RunPaths(Path(self.run_file(exp_id, run.run, "result.yaml")).parent)
                 if paths.result.exists():
                     continue
                 if not paths.failure.exists():
+                    reported = self._reported_runs(exp_id) if reported is None else reported
                     if run.run in reported:
                         records.write_none(paths.failure)
                         marked.append(f"{exp_id}/{run.run}")

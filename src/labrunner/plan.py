@@ -20,9 +20,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from labrunner import sources
+from labrunner import layout, sources
 from labrunner.errors import Issue, PlanError
-from labrunner.yamlio import line_of, load_yaml
+from labrunner.yamlio import YamlList, as_written, line_of, load_yaml
 
 __all__ = [
     "DEFAULT_PLAN_PATH",
@@ -194,7 +194,7 @@ class Experiment(RunSettings):
     @field_validator("dependencies", "requires", mode="before")
     @classmethod
     def _single_dependency(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else ([] if value is None else value)
+        return [value] if isinstance(value, str) else ([] if value is None else as_written(value))
 
     @field_validator("sub_experiments", mode="before")
     @classmethod
@@ -204,7 +204,7 @@ class Experiment(RunSettings):
             return {}
         if isinstance(value, list):
             subs: dict[Any, Any] = {}
-            for item in value:
+            for item in as_written(value):  # `[1.10, 1.1]`: two subs, named as written
                 if isinstance(item, Mapping) and len(item) == 1:
                     subs.update(item)
                 else:
@@ -239,6 +239,11 @@ class Gate(_Model):
     experiments: list[str] = Field(min_length=1)
     unlocks: str | None = None
     decision: GateDecision | None = None
+
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _ids_as_written(cls, value: Any) -> Any:
+        return as_written(value)
 
 
 class PlanModel(_Model):
@@ -347,7 +352,7 @@ def load_plan(path: Path | str = DEFAULT_PLAN_PATH, *, root: Path | None = None,
     shown = str(path)
     raw = load_yaml(path, PlanError)
     if not isinstance(raw, Mapping):
-        got = "an empty file" if raw is None else f"a {type(raw).__name__}"
+        got = "an empty file" if raw is None else "a list" if isinstance(raw, list) else f"a {type(raw).__name__}"
         raise PlanError.single(shown, "", f"expected a mapping with an 'experiments' key at the top level, got {got}")
     issues = list(_key_typos(raw, shown))
     model, schema_issues, all_ids = _validate_parts(raw, shown)
@@ -481,6 +486,7 @@ def _key_typos(raw: Mapping[str, Any], shown: str) -> Iterator[Issue]:
                     yield from _check_block(crit, "criterion", f"experiments.{exp_id}.success_criteria.{metric}",
                                             raw, (*base, "success_criteria", metric), shown)
             subs = exp.get("sub_experiments")
+            yield from _repeated_list_ids(subs, f"experiments.{exp_id}.sub_experiments", shown)
             if isinstance(subs, Mapping):
                 for sub_id, settings in subs.items():
                     yield from _check_block(settings, "sub", f"experiments.{exp_id}.sub_experiments.{sub_id}",
@@ -492,6 +498,20 @@ def _key_typos(raw: Mapping[str, Any], shown: str) -> Iterator[Issue]:
             if isinstance(gate, Mapping):
                 yield from _check_block(gate.get("decision"), "decision", f"gates.{gate_id}.decision", raw,
                                         ("gates", gate_id, "decision"), shown)
+
+
+def _repeated_list_ids(subs: Any, key: str, shown: str) -> Iterator[Issue]:
+    """`sub_experiments: [a, b, a]`: the second `a` would silently merge into the first."""
+    if not isinstance(subs, YamlList):
+        return
+    first_line: dict[str, int] = {}
+    for item, line in zip(as_written(subs), subs.item_lines):
+        names = list(item) if isinstance(item, Mapping) and len(item) == 1 else [item]
+        for name in map(str, names):
+            if name in first_line:
+                yield Issue(shown, f"{key}.{name}", f"listed twice (first on line {first_line[name]}); "
+                            "each sub-experiment needs its own id", line)
+            first_line.setdefault(name, line)
 
 
 # --- pydantic errors as plain messages ----------------------------------------------------------
@@ -549,8 +569,9 @@ def _resolve(model: PlanModel, raw: Any, shown: str, root: Path, check_handlers:
     subs_by_experiment: dict[str, tuple[SubSpec, ...]] = {}
     for exp_id, exp in experiments.items():
         base = ("experiments", exp_id)
-        if not ID_PATTERN.match(exp_id):
-            issue(base, _bad_id("experiment id", exp_id))
+        problem = _id_problem("experiment id", exp_id)
+        if problem:
+            issue(base, problem)
             continue
         for index, dep in enumerate(exp.dependencies):
             if dep not in all_ids:
@@ -564,8 +585,9 @@ def _resolve(model: PlanModel, raw: Any, shown: str, root: Path, check_handlers:
         specs = []
         for sub_id, settings in exp.sub_experiments.items():
             sub_loc = (*base, "sub_experiments", sub_id)
-            if not isinstance(sub_id, str) or not ID_PATTERN.match(sub_id):
-                issue(sub_loc, _bad_id("sub-experiment id", str(sub_id)))
+            problem = _id_problem("sub-experiment id", str(sub_id))
+            if problem:
+                issue(sub_loc, problem)
                 continue
             check = check_handlers is True or check_handlers == (exp_id, sub_id)
             spec, problems = _sub_spec(model, exp_id, exp, sub_id, settings, root, check and not exp.archived)
@@ -651,6 +673,15 @@ def _memory_issues(model: PlanModel, subs_by_experiment: Mapping[str, tuple[SubS
 
 def _bad_id(kind: str, value: str) -> str:
     return f"{kind} {value!r} is not path-safe: expected letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def _id_problem(kind: str, value: str) -> str | None:
+    """Why an experiment or sub id cannot name its folder in the results tree, or None."""
+    if not ID_PATTERN.match(value):
+        return _bad_id(kind, value)
+    problem = layout.reserved_name_problem(value)
+    shown = value if len(value) <= 60 else value[:40] + "..."
+    return f"{kind} {shown!r} {problem}" if problem else None
 
 
 def _criterion_issues(crit: Criterion, loc: tuple[Any, ...], exp: Experiment, raw: Any, shown: str) -> Iterator[Issue]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,8 +23,8 @@ from labrunner.layout import RunPaths
 from labrunner.plan import Plan, SubSpec
 from labrunner.records import read_record
 
-__all__ = ["ExperimentStatus", "RunState", "RunStatus", "experiment_status", "read_state", "run_states",
-           "stale_reasons"]
+__all__ = ["ExperimentStatus", "RunState", "RunStatus", "experiment_status", "read_state", "run_dirs", "run_states",
+           "stale_reasons", "sub_status"]
 
 
 class RunStatus(str, enum.Enum):
@@ -214,7 +213,3 @@ def experiment_status(sub_statuses: Iterable[RunStatus]) -> ExperimentStatus:
     if RunStatus.HELD in present:
         return ExperimentStatus.HELD
     return ExperimentStatus.PENDING
-
-
-def finite_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -255,8 +255,10 @@ def print_run_summary(plan: Plan, stub: bool, success: bool, ignore_gates: bool 
         text, _ = status_report(plan, stub, only_attention=True, ignore_gates=ignore_gates)
     except Exception as exc:  # noqa: BLE001 - a summary must never hide the run's own outcome
         text = f"labrunner: could not build the summary: {exc}"
+    from labrunner.redact import redact
+
     heading = "labrunner: run finished" if success else "labrunner: run finished with failures"
-    print(f"\n{heading}\n{text}", file=sys.stderr if not success else sys.stdout, flush=True)
+    print(redact(f"\n{heading}\n{text}"), file=sys.stderr if not success else sys.stdout, flush=True)
 
 
 def end_of_run(pipeline: Any, success: bool) -> str | None:

@@ -13,7 +13,6 @@ import importlib
 import importlib.util
 import json
 import linecache
-import os
 import random
 import signal
 import sys
@@ -24,12 +23,15 @@ from types import FrameType, ModuleType, TracebackType
 from typing import Any, NoReturn
 
 from labrunner.convert import validate_return
+from labrunner.files import SpaceReserve, atomic_write_text, is_disk_full
 from labrunner.hints import hint_for
+from labrunner.redact import redact_data
 from labrunner.runner import ExperimentRunner, RunContext, detect_device
 
 __all__ = ["HandlerTerminated", "error_outcome", "handler_frame", "handler_location", "is_project_file", "main"]
 
 OUTCOME_VERSION = 1
+OUTCOME_RESERVE_BYTES = 1 << 20  # an outcome with a long traceback, with room to spare
 
 
 class HandlerTerminated(BaseException):
@@ -173,10 +175,15 @@ def _device_used() -> str:
     return detect_device() if "torch" in sys.modules else "cpu"
 
 
-def write_outcome(path: Path, outcome: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"version": OUTCOME_VERSION, **outcome}, allow_nan=True), encoding="utf-8")
-    os.replace(tmp, path)
+def write_outcome(path: Path, outcome: dict[str, Any], reserve: SpaceReserve | None = None) -> None:
+    """Atomically; on a full disk, into the space the worker held back at its start."""
+    text = json.dumps(redact_data({"version": OUTCOME_VERSION, **outcome}), allow_nan=True)
+    try:
+        atomic_write_text(path, text, durable=False)  # read back by the supervisor as soon as this process exits
+    except OSError as exc:
+        if reserve is None or not is_disk_full(exc) or not reserve.release():
+            raise
+        atomic_write_text(path, text, durable=False)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,10 +193,12 @@ def main(argv: list[str] | None = None) -> int:
     faulthandler.register(signal.SIGUSR1, crash_file, all_threads=True)  # the supervisor's "where are you?"
     signal.signal(signal.SIGTERM, _on_sigterm)
     context = RunContext.from_json(Path(context_path).read_text(encoding="utf-8"))
+    reserve = SpaceReserve.claim(Path(f"{outcome_path}.reserve"), OUTCOME_RESERVE_BYTES)  # for a disk the handler fills
     started = time.time()
     outcome = run(context)
     outcome["worker_duration_s"] = round(time.time() - started, 3)
-    write_outcome(Path(outcome_path), outcome)
+    write_outcome(Path(outcome_path), outcome, reserve)
+    reserve.release()
     sys.stdout.flush()
     return 0 if outcome["status"] == "completed" else 1
 

@@ -60,6 +60,7 @@ from labrunner.hints import hint_for
 from labrunner.layout import RunPaths
 from labrunner.plan import DEFAULT_PLAN_PATH
 from labrunner.records import FAILED, now_iso
+from labrunner.redact import redact
 from labrunner.runner import ARTIFACTS_DIR, RunContext
 
 __all__ = [
@@ -442,15 +443,15 @@ class ModalBackend(Backend):
         outcome = failure_outcome(exc, options, tries)
         error = outcome["error"]
         with request.paths.log.open("a", encoding="utf-8") as log:  # run.log says what happened, as locally
-            log.write(f"=== {request.label}: run {request.context.run_id}, attempt {request.context.attempt}, "
-                      f"started {now_iso()} ===\nModal: {error['type']}: {error['message']}\n")
+            log.write(redact(f"=== {request.label}: run {request.context.run_id}, attempt {request.context.attempt}, "
+                             f"started {now_iso()} ===\nModal: {error['type']}: {error['message']}\n"))
         _echo(request, f"Modal: {error['type']}: {error['message']}")
         return _with_attempts(outcome, tries, warnings)
 
 
 def _echo(request: AttemptRequest, line: str) -> None:
     try:
-        request.console.write(f"[{request.label}] {line}\n")
+        request.console.write(redact(f"[{request.label}] {line}\n"))
         request.console.flush()
     except (OSError, ValueError):
         pass  # a closed console must not stop the records
@@ -493,9 +494,10 @@ def write_payload(payload: Mapping[str, Any], paths: RunPaths, client: ModalClie
 
 
 def _append(path: Path, text: str) -> None:
+    """Masked with this machine's secrets too: the container masked only those it had."""
     if text:
         with path.open("a", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.write(redact(text))
 
 
 def _artifact_target(run_dir: Path, name: str) -> Path:
