@@ -26,9 +26,14 @@ def imported_heavy_modules(code: str) -> list[str]:
     return last[1:]
 
 
-def test_api_every_public_name_resolves() -> None:
+def test_api_every_public_name_resolves_to_labrunner_s_own_object() -> None:
     for name in labrunner.__all__:
-        assert getattr(labrunner, name) is not None, name
+        exported = getattr(labrunner, name)
+        if name == "__version__":
+            assert isinstance(exported, str) and exported[0].isdigit(), exported
+            continue
+        assert exported.__name__ == name, name
+        assert exported.__module__.startswith("labrunner."), (name, exported.__module__)
 
 
 def test_api_dir_lists_the_public_names() -> None:

@@ -109,6 +109,11 @@ def test_fault_sigterm_to_snakemake_lets_running_subs_finish(tmp_path: Path) -> 
 
     for sub in working:
         assert load(project / "results" / "e1-tiny" / sub / "result.yaml")["status"] == "completed"
+    not_started = {"a", "b", "c"} - set(working)  # --cores 2: the third sub was waiting for a free core
+    assert len(not_started) == 1, f"all three subs were running: {working}"
+    (waiting,) = not_started
+    waiting_dir = project / "results" / "e1-tiny" / waiting
+    assert not (waiting_dir / "run.log").exists() and not (waiting_dir / "result.yaml").exists(), f"{waiting} started after the SIGTERM"
     assert not (project / "results" / "e2-next" / "d").exists()  # the write-up is there, no run of d
     assert_no_complete_looking_result(project)
     (project / "flags" / "slow").unlink()
@@ -122,10 +127,10 @@ def test_fault_job_killed_outright_reruns_next_time_as_lost(tmp_path: Path) -> N
     process = start(project)
     working = wait_until_working(project, 2)
     victim = working[0]
-    supervisor = _labrunner_run_pid(victim)
+    supervisor = _labrunner_run_pid(project, victim)
     os.kill(supervisor, signal.SIGKILL)  # the OOM killer, say: nothing gets to write anything
     assert load(project / "results" / "e1-tiny" / victim / "failure.yaml")["status"] == "running"
-    assert _handler_gone(victim)  # the handler died with its supervisor
+    assert _handler_gone(project, victim)  # the handler died with its supervisor
     (project / "flags" / "slow").unlink()  # the other subs finish
     process.communicate(timeout=120)
     assert process.returncode != 0  # the killed sub is a failed job
@@ -149,16 +154,25 @@ def _processes() -> dict[int, str]:
     return found
 
 
-def _labrunner_run_pid(sub: str) -> int:
-    pids = [pid for pid, cmd in _processes().items() if f"labrunner run e1-tiny {sub} " in cmd and "/bin/sh" not in cmd]
+def _labrunner_run_pid(project: Path, sub: str) -> int:
+    """The supervisor of `sub` in this project (other tests, or other checkouts, may run the same)."""
+    pids = [pid for pid, cmd in _processes().items()
+            if f"labrunner run e1-tiny {sub} " in cmd and "/bin/sh" not in cmd and _cwd(pid) == project.resolve()]
     assert len(pids) == 1, pids
     return pids[0]
 
 
-def _handler_gone(sub: str, timeout_s: float = 10.0) -> bool:
+def _cwd(pid: int) -> Path | None:
+    try:
+        return Path(os.readlink(f"/proc/{pid}/cwd"))
+    except OSError:
+        return None
+
+
+def _handler_gone(project: Path, sub: str, timeout_s: float = 10.0) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        alive = [cmd for cmd in _processes().values() if "labrunner.worker" in cmd and f"/e1-tiny/{sub}/" in cmd]
+        alive = [cmd for cmd in _processes().values() if "labrunner.worker" in cmd and f"{project.resolve()}/results/e1-tiny/{sub}/" in cmd]
         if not alive:
             return True
         time.sleep(0.2)
@@ -187,31 +201,50 @@ def test_fault_damaged_result_is_named_and_rebuilt(tmp_path: Path) -> None:
 
 
 CONCURRENT_HANDLER = '''\
+import os
+import time
+from pathlib import Path
+
+
 def run(runner):
-    me = runner.sub_id
+    me = f"{runner.sub_id}/{runner.seed}"
+    flags = Path(os.environ["TINY_FLAGS"])
+    (flags / f"started-{runner.sub_id}-{runner.seed}").touch()
+    deadline = time.monotonic() + 60  # wait for every run, so that all of them write at the same time
+    while len(list(flags.glob("started-*"))) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    peers = len(list(flags.glob("started-*")))
     for step in range(200):
-        runner.log_metrics({"who": float(ord(me)), "step_value": float(step)}, step=step)
+        runner.log_metrics({"who": float(ord(runner.sub_id) * 10 + runner.seed), "step_value": float(step)}, step=step)
         runner.results.save_artifact("shared-name.txt", me * 1000)
         runner.results.save_json_artifact(f"plots/{step % 5}.json", {"who": me, "step": step})
-    return {"finding": "wrote " + me, "metrics": {"acc": 0.9}}
+    return {"finding": "wrote " + me, "metrics": {"acc": 0.9, "peers": peers}}
 '''
 
 
 def test_fault_concurrent_subs_do_not_mix_files(tmp_path: Path) -> None:
-    plan = PLAN.replace("sub_experiments:\n      a:", "sub_experiments:\n      f: {}\n      g: {}\n      a:")
+    # four runs at once, two of them seeds of one sub (their folders share a parent), all writing
+    # the same file names, each told apart by what only it writes
+    plan = PLAN.replace("a: {params: {acc: 0.85, loss: 0.3}}", "a: {params: {acc: 0.85, loss: 0.3}, seeds: [0, 1]}")
     project = write_project(tmp_path / "proj", plan)
-    for name in ("a", "b", "c", "f", "g"):
+    for name in ("a", "b", "c"):
         (project / "handlers" / "e1-tiny" / f"{name}.py").write_text(CONCURRENT_HANDLER)
     done = snakemake(project, "--cores", "4")
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    for name in ("a", "b", "c", "f", "g"):
-        run_dir = project / "results" / "e1-tiny" / name
-        lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    runs = {"a/0": "a/seed-0", "a/1": "a/seed-1", "b/0": "b", "c/0": "c"}
+    for me, folder in runs.items():
+        run_dir = project / "results" / "e1-tiny" / folder
+        record = read_record(run_dir / "result.yaml")
+        assert (record["sub"], record["seed"], record["finding"]) == (me.split("/")[0], int(me.split("/")[1]), f"wrote {me}")
+        assert record["metrics"]["peers"] == 4, "the runs did not overlap: nothing was tested"
+        lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
         assert len(lines) == 200
-        assert all(f'"who": {float(ord(name))}' in line for line in lines)
-        assert (run_dir / "artifacts" / "shared-name.txt").read_text() == name * 1000
-        assert all(f'"who": "{name}"' in p.read_text() for p in (run_dir / "artifacts" / "plots").iterdir())
-        assert not list(run_dir.glob("artifacts/**/.*.tmp"))  # no temporary file left behind
+        assert {line["run"] for line in lines} == {record["run_id"]}
+        assert {line["metrics"]["who"] for line in lines} == {float(ord(me[0]) * 10 + int(me[-1]))}
+        assert (run_dir / "artifacts" / "shared-name.txt").read_text() == me * 1000
+        plots = sorted((run_dir / "artifacts" / "plots").iterdir())
+        assert len(plots) == 5 and all(json.loads(p.read_text())["who"] == me for p in plots)
+    assert not [path for path in (project / "results").rglob("*") if path.name.endswith(".tmp")]  # none left behind
 
 
 SECRET_HANDLER = '''\

@@ -507,7 +507,8 @@ def test_plan_sub_listed_twice_is_an_error(make_project: ProjectFactory) -> None
 
 
 @pytest.mark.parametrize("name", ["results.yaml", "Metrics.md", "criteria.png", "findings.log", "aggregate.log",
-                                  "gates.yaml", "history", "artifacts", "wandb", "run.log", "failure.yaml", "seed-1"])
+                                  "gates.yaml", "history", "artifacts", "wandb", "run.log", "failure.yaml", "seed-1",
+                                  "sweeps"])
 def test_plan_id_spelled_like_a_file_of_labrunner_is_an_error(name: str, make_project: ProjectFactory) -> None:
     for kind, text in (("sub", f"experiments:\n  e1:\n    sub_experiments: [ok, {name}]\n"),
                        ("experiment", f"experiments:\n  {name}:\n    sub_experiments: [ok]\n")):

@@ -67,6 +67,9 @@ HINTS: tuple[Hint, ...] = (
          "the process crashed in native code: the stack above shows the Python line that called it; check library versions (torch, numpy) and inputs"),
     Hint(("Interrupted", "Terminated"), r".",
          "the run was stopped from outside; run the same command again to finish it"),
+    Hint(("SystemExit",), r".",
+         "return a dict instead of exiting; if a library called it (argparse reading sys.argv, a CLI helper), "
+         "pass settings through the plan's params instead"),
     Hint(("HandlerReturnError",), r".",
          "return a dict like {'finding': '...', 'metrics': {'name': number}, 'artifacts': [paths from runner.results]}"),
     Hint(("ArtifactError",), r"could not write",

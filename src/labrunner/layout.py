@@ -30,7 +30,7 @@ STUB_PREFIX = Path("stub")
 # folder where an aggregate writes, or the reverse. Compared without case, as macOS and Windows
 # file systems do.
 RESERVED_NAMES = frozenset({
-    "results.yaml", "metrics.md", "metrics.csv", "criteria.png", "aggregate.log", "findings.log",  # results/<exp>/
+    "results.yaml", "metrics.md", "metrics.csv", "criteria.png", "sweeps", "aggregate.log", "findings.log",  # results/<exp>/
     "gates.yaml", "gates.log",  # results/
     "result.yaml", "failure.yaml", "metrics.jsonl", "run.log", "artifacts", "history", "work", "wandb",
     ".labrunner",  # results/<exp>/<sub>/

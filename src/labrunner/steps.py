@@ -51,10 +51,10 @@ def _plan(plan_path: str) -> Plan:
 
 
 def aggregate_experiment(plan_path: str, experiment_id: str, stub: bool, results: str, table_md: str,
-                         table_csv: str, plot: str, ignore_gates: bool = False) -> None:
+                         table_csv: str, plot: str, ignore_gates: bool = False, sweeps: str | None = None) -> None:
     plan = _plan(plan_path)
     data = write_experiment_outputs(plan, experiment_id, stub, Path(results), Path(table_md), Path(table_csv), Path(plot),
-                                    ignore_gates=ignore_gates)
+                                    ignore_gates=ignore_gates, sweeps_dir=Path(sweeps) if sweeps else None)
     print(f"{experiment_id}: {data['status']}, recommendation {data['assessment'].get('recommendation')}")
 
 

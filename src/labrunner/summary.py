@@ -42,6 +42,9 @@ def plan_summary(plan: Plan) -> str:
         for metric, crit in exp.success_criteria.items():
             tiers = ", ".join(f"{name} {value:g}" for name, value in crit.tiers())
             source = f", from {crit.from_sub}" if crit.from_sub else ""
+            if crit.compare is not None:
+                pairing = "paired by seed" if crit.paired_by else "unpaired"
+                source = f"; {crit.metric} of {crit.compare.treatment} minus {crit.compare.baseline}, {pairing}"
             lines.append(f"    criterion {metric}: {tiers} ({crit.resolved().direction} is better{source})")
     for gate_id, gate in plan.gates.items():
         unlocks = f" -> {gate.unlocks}" if gate.unlocks else ""
@@ -114,7 +117,7 @@ def _sub_verdicts(plan: Plan, exp_id: str, sub_id: str, metrics: dict[str, Any])
     parts = []
     for metric, crit in plan.experiments[exp_id].success_criteria.items():
         value = metrics.get(metric)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or crit.compare is not None:
             continue
         view = crit.resolved(from_sub=None)
         verdict = verdicts.evaluate_criterion(metric, view, [verdicts.Observation(sub_id, 0, float(value))],
