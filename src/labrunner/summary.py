@@ -29,6 +29,8 @@ def plan_summary(plan: Plan) -> str:
             tags.append("archived")
         if exp.dependencies:
             tags.append("after " + ", ".join(exp.dependencies))
+        if exp.requires:
+            tags.append("requires " + ", ".join(exp.requires))
         lines.append(head + (f"  [{'; '.join(tags)}]" if tags else ""))
         for spec in plan.subs_by_experiment.get(exp_id, ()):
             where = spec.backend + (f" gpu={spec.gpu}" if spec.gpu else "")
@@ -48,7 +50,9 @@ def plan_summary(plan: Plan) -> str:
             lines.append(f"    criterion {metric}: {tiers} ({crit.resolved().direction} is better{source})")
     for gate_id, gate in plan.gates.items():
         unlocks = f" -> {gate.unlocks}" if gate.unlocks else ""
-        lines.append(f"  gate {gate_id}: {', '.join(gate.experiments)}{unlocks}")
+        decided = f" (decided {gate.decision.verdict}" + (f" by {gate.decision.by}" if gate.decision.by else "") + ")" \
+            if gate.decision else ""
+        lines.append(f"  gate {gate_id}: {', '.join(gate.experiments)}{unlocks}{decided}")
     return "\n".join(lines)
 
 
