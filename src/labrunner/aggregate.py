@@ -79,6 +79,10 @@ def _run_entry(plan: Plan, state: RunState, held_by: str | None) -> dict[str, An
         entry["held_by"] = held_by
     if state.earlier:
         entry["earlier"] = state.earlier
+    if record.get("executor"):  # the job that made the record: SLURM job id and node, or local
+        entry["executor"] = record["executor"]
+    if record.get("modal_call_id"):
+        entry["modal_call_id"] = record["modal_call_id"]
     return entry
 
 

@@ -29,6 +29,7 @@ from types import FrameType
 from typing import Any, TextIO
 
 from labrunner import __version__
+from labrunner.executor import current_executor
 from labrunner.files import AppendLog, SpaceReserve, is_disk_full, storage_error
 from labrunner.hints import hint_for
 from labrunner.layout import RunPaths, results_root as default_results_root, run_dir
@@ -658,6 +659,7 @@ def _record(plan: Plan, spec: SubSpec, seed: int, stub: bool, params: dict[str, 
     record.update({
         "params": params,
         "backend": backend.name,
+        "executor": current_executor(),  # the Snakemake executor's job (SLURM job id, node) or local
         "gpu": spec.gpu,
         "device": outcome.get("device", "cpu"),
         "started_at": started_at,
@@ -676,6 +678,8 @@ def _record(plan: Plan, spec: SubSpec, seed: int, stub: bool, params: dict[str, 
         "python": platform.python_version(),
         "host": platform.node(),
     })
+    if outcome.get("modal_call_id"):  # the Modal call of the last attempt, for Modal's dashboard and logs
+        record["modal_call_id"] = outcome["modal_call_id"]
     if outcome.get("backend_attempts", 1) > 1:  # a backend that had to call again (Modal, connection lost)
         record["backend_attempts"] = outcome["backend_attempts"]
     return record

@@ -384,7 +384,8 @@ def _plots_block(results: Mapping[str, Any], findings_path: Path, root: Path) ->
 
 def _appendix_block(results: Mapping[str, Any], results_file: str) -> str:
     lines = [f"Full record: `{results_file}`; per-run records under each sub's folder.", "",
-             "| Sub | Seed | Params | Backend | Device | Duration | Attempts | W&B |", "|---|---|---|---|---|---|---|---|"]
+             "| Sub | Seed | Params | Backend | Executor | Device | Duration | Attempts | W&B |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for sub_id, sub in (results.get("subs") or {}).items():
         if sub["status"] == "skipped":
             continue
@@ -393,9 +394,19 @@ def _appendix_block(results: Mapping[str, Any], results_file: str) -> str:
             wandb = run.get("wandb") or {}
             tracked = wandb.get("url") or (f"{wandb.get('mode')} {wandb.get('id', '')}".strip() if wandb else "")
             duration = f"{run['duration_s']:.1f}s" if isinstance(run.get("duration_s"), (int, float)) else ""
-            lines.append(f"| {sub_id} | {_num(run.get('seed'))} | {_cell(params)} | {run.get('backend') or ''} "
-                         f"| {run.get('device') or ''} | {duration} | {_num(run.get('attempts'))} | {_cell(tracked)} |")
+            backend = " ".join(filter(None, (run.get("backend"), run.get("modal_call_id"))))
+            lines.append(f"| {sub_id} | {_num(run.get('seed'))} | {_cell(params)} | {_cell(backend)} "
+                         f"| {_cell(_executor_cell(run.get('executor')))} | {run.get('device') or ''} | {duration} "
+                         f"| {_num(run.get('attempts'))} | {_cell(tracked)} |")
     return "\n".join(lines)
+
+
+def _executor_cell(executor: Mapping[str, Any] | None) -> str:
+    """"slurm job 42 on node1", "local on host": where the job ran, as its scheduler names it."""
+    if not executor:
+        return ""
+    job = f" job {executor['job_id']}" if executor.get("job_id") else ""
+    return f"{executor.get('name')}{job} on {executor.get('node')}"
 
 
 def render_experiment_findings(results: Mapping[str, Any], findings_path: Path, root: Path,

@@ -55,6 +55,7 @@ KEY_ALIASES = {
     "retry": "retries", "fail": "failure", "timeout": "timeout_min", "deps": "dependencies",
     "depends_on": "dependencies", "criteria": "success_criteria", "subs": "sub_experiments",
     "subexperiments": "sub_experiments", "gpu_type": "gpu", "stub": "stub_params",
+    "mem": "mem_mb", "memory": "mem_mb", "memory_mb": "mem_mb",
 }
 
 
@@ -83,6 +84,7 @@ class RunSettings(_Model):
     backend: Literal["local", "modal"] | None = None
     gpu: str | None = None
     timeout_min: float | None = Field(None, gt=0)
+    mem_mb: int | None = Field(None, gt=0)  # memory of the job (SLURM --mem), in MB
     retries: int | None = Field(None, ge=0, le=20)
     seeds: list[int] | None = Field(None, min_length=1)
     seed: int | None = None
@@ -318,6 +320,7 @@ class SubSpec:
     info: Mapping[str, Any] = field(default_factory=dict)
     sweep: str | None = None  # the sub whose grid this combination comes from
     swept: Mapping[str, Any] = field(default_factory=dict)  # this combination's grid values
+    mem_mb: int | None = None  # None: the plan sets no memory anywhere (Snakemake's default applies)
 
     @property
     def key(self) -> str:
@@ -667,6 +670,7 @@ def _resolve(model: PlanModel, raw: Any, shown: str, root: Path, check_handlers:
         subs_by_experiment[exp_id] = tuple(specs)
     issues.extend(_reference_issues(model, raw, shown, subs_by_experiment))
     issues.extend(_cycle_issues(model, raw, shown))
+    issues.extend(_memory_issues(model, subs_by_experiment, raw, shown))
     return subs_by_experiment, issues
 
 
@@ -722,6 +726,21 @@ def _reference_issues(model: PlanModel, raw: Any, shown: str,
                 yield at((*base, "success_criteria", metric, "from"),
                          f"sub-experiment {crit.from_sub!r} is skipped ({skipped[crit.from_sub]}), so {metric} "
                          "could never be measured; name a sub that runs, or drop `from:`")
+
+
+def _memory_issues(model: PlanModel, subs_by_experiment: Mapping[str, tuple[SubSpec, ...]], raw: Any,
+                   shown: str) -> Iterator[Issue]:
+    """mem_mb for some subs means mem_mb for all: a job without one would get Snakemake's default
+    (1000 MB, too little for most ML jobs), which a resource set per job cannot fall back to."""
+    specs = [spec for specs in subs_by_experiment.values() for spec in specs
+             if spec.skip_reason is None and not model.experiments[spec.experiment_id].archived]
+    without = [spec.key for spec in specs if spec.mem_mb is None]
+    if not without or len(without) == len(specs):
+        return
+    given = next(spec.key for spec in specs if spec.mem_mb is not None)
+    listed = ", ".join(without[:5]) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
+    yield Issue(shown, "defaults.mem_mb", f"missing: {given} has a mem_mb, so every sub needs one; "
+                f"set defaults.mem_mb (MB of memory per job) for the others ({listed})", line_of(raw, ("defaults",)))
 
 
 def _bad_id(kind: str, value: str) -> str:
@@ -894,6 +913,7 @@ def _sub_spec(model: PlanModel, exp_id: str, exp: Experiment, sub_id: str, sub: 
         backend=inherit("backend", "local"),
         gpu=inherit("gpu", None),
         timeout_min=float(inherit("timeout_min", 30.0)),
+        mem_mb=inherit("mem_mb", None),
         retries=int(inherit("retries", 0)),
         handler_file=handler_file,
         handler_function=function,

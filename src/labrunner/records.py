@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 
 from labrunner.errors import Issue, RecordError, StorageError
+from labrunner.executor import current_executor
 from labrunner.files import SpaceReserve, atomic_write_text, free_space_text, is_disk_full, overwrite_in_place
 from labrunner.layout import RunPaths
 from labrunner.redact import redact_data
@@ -100,19 +101,42 @@ def record_damage(paths: RunPaths, problem: str) -> Path:
 
 
 def record_missing_result(paths: RunPaths, previous: dict[str, Any]) -> None:
-    """Say in failure.yaml that a run's result is gone although its last attempt completed
-    (deleted by hand, or discarded by Snakemake when the job was cancelled as it finished). The
-    new content is newer than the aggregates, so the next run rebuilds the sub."""
+    """Say in failure.yaml that a run's result is gone although its last attempt completed:
+    deleted by hand, or by Snakemake, which deletes the output of a job it takes for failed (a
+    cluster job cancelled, or out of time, just after labrunner wrote the result). The new
+    content is newer than the aggregates, so the next run rebuilds the sub."""
+    kept = _kept_result(paths, previous)
+    result = read_record(kept, verify=False) if kept else {}
+    executor = result.get("executor") or {}
+    job_id = executor.get("job_id")
+    by = f" by SLURM job {job_id}" if job_id else ""
+    written = f", written{by} at {result.get('ended_at')}," if result else ""
     stamp = now_iso()
     record = {
-        "run_id": f"missing-{stamp}", "ended_at": stamp,
+        "run_id": f"missing-{stamp}", "ended_at": stamp, "executor": executor or None,
+        "missing_result": ({"run_id": result.get("run_id"), "ended_at": result.get("ended_at"), "kept": str(kept)}
+                           if kept else None),
         "error": {"type": "ResultMissing",
-                  "message": (f"{paths.result} is gone although the attempt {previous.get('run_id') or ''} completed "
-                              "(deleted by hand, or discarded by Snakemake when its job was cancelled or failed "
-                              "after labrunner wrote it); its record is kept under history/"),
-                  "traceback": None, "handler_line": None, "hint": "nothing to fix: the sub is rebuilt by the next run"},
+                  "message": (f"{paths.result} of the attempt {result.get('run_id') or previous.get('run_id') or ''}"
+                              f"{written} is gone although that attempt completed: deleted by hand, or by Snakemake, "
+                              "which deletes the output of a job it takes for failed (a cluster job cancelled, or out "
+                              "of time, as it finished); "
+                              + (f"it is kept as {kept}" if kept else "its record is kept under history/")),
+                  "traceback": None, "handler_line": None,
+                  "hint": ("nothing to fix in the code: the sub is rebuilt by the next run"
+                           + (f"; `sacct -j {job_id}` says how the job ended" if job_id else ""))},
     }
     write_failure(paths, record, last_failure_of(previous))
+
+
+def _kept_result(paths: RunPaths, previous: dict[str, Any]) -> Path | None:
+    """The history copy of the result the last attempt wrote: the one `resolved` names, else the
+    one written last (by the file's time: names stamped to the second may tie)."""
+    if not paths.history.is_dir():
+        return None
+    run_id = previous.get("run_id") if previous.get("status") == RESOLVED else None
+    kept = paths.history.glob(f"*-{run_id}.result.yaml" if run_id else "*.result.yaml")
+    return max(kept, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
@@ -157,18 +181,22 @@ def last_failure_of(previous: dict[str, Any]) -> dict[str, Any] | None:
     if status == FAILED:
         return {key: value for key, value in previous.items() if key != "last_failure"}
     if status == RUNNING:
+        job_id = (previous.get("executor") or {}).get("job_id")
+        job = f", SLURM job {job_id}" if job_id else ""
         return {
             "status": FAILED,
             "run_id": previous.get("run_id"),
             "started_at": previous.get("started_at"),
+            "executor": previous.get("executor"),
             "error": {
                 "type": "Lost",
                 "message": (f"the run started at {previous.get('started_at')} on {previous.get('host')} "
-                            f"(pid {previous.get('pid')}) ended without writing a record: it was killed outright "
-                            "(SIGKILL, a lost machine) before it could"),
+                            f"(pid {previous.get('pid')}{job}) ended without writing a record: it was killed outright "
+                            "(SIGKILL, a lost machine, a cluster's time or memory limit) before it could"),
                 "traceback": None,
                 "handler_line": None,
-                "hint": "nothing to fix in the code if it was a lost machine; see run.log of that run for its last output",
+                "hint": ("nothing to fix in the code if it was a lost machine; see run.log of that run for its last output"
+                         + (f"; `sacct -j {job_id}` says how the job ended" if job_id else "")),
             },
         }
     if status == RESOLVED:
@@ -181,7 +209,7 @@ def mark_running(paths: RunPaths, run_id: str, started_at: str, pid: int, backen
     Returns the failure the record held before (kept inside it)."""
     last = last_failure_of(read_failure(paths))
     record = {"status": RUNNING, "run_id": run_id, "started_at": started_at, "host": socket.gethostname(),
-              "pid": pid, "backend": backend, "last_failure": last}
+              "pid": pid, "backend": backend, "executor": current_executor(), "last_failure": last}
     atomic_write_text(paths.failure, checked_text(record))
     return last
 

@@ -39,8 +39,9 @@ def plan_summary(plan: Plan) -> str:
             if spec.skip_reason:
                 lines.append(f"    {spec.sub_id:<16} skipped: {spec.skip_reason}")
                 continue
+            memory = f", {spec.mem_mb} MB" if spec.mem_mb else ""
             lines.append(f"    {spec.sub_id:<16} {spec.handler_file.as_posix()}::{spec.handler_function}"
-                         f"  [{where}, {spec.timeout_min:g} min{seeds}]")
+                         f"  [{where}, {spec.timeout_min:g} min{memory}{seeds}]")
         for metric, crit in exp.success_criteria.items():
             tiers = ", ".join(f"{name} {value:g}" for name, value in crit.tiers())
             source = f", from {crit.from_sub}" if crit.from_sub else ""

@@ -322,8 +322,10 @@ class ModalCloud:
 
     project_dir: str | None = REMOTE_PROJECT_DIR
     volume_dir: str = VOLUME_MOUNT
+    last_call_id: str | None = None  # Modal's id of the last call made: records name it
 
     def call(self, job: dict[str, Any], options: CallOptions) -> dict[str, Any]:
+        self.last_call_id = None
         _check_image_carries(Path(RunContext.from_json(job["context"]).project_root))
         secrets = [modal.Secret.from_name(options.secret_name)] if options.secret_name else []
         function = run_attempt_remote.with_options(
@@ -334,6 +336,7 @@ class ModalCloud:
             try:
                 with modal.enable_output(), app.run():
                     handle = function.spawn(job)
+                    self.last_call_id = handle.object_id
                     try:
                         return handle.get()
                     except KeyboardInterrupt:
@@ -410,7 +413,7 @@ class ModalBackend(Backend):
                 break
             except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure becomes a record
                 if not (_is_transient(exc) and tries < self.connect_tries):
-                    return self._failed(request, options, exc, tries, warnings)
+                    return self._with_call_id(self._failed(request, options, exc, tries, warnings))
                 delay_s = self.backoff_first_s * 2 ** (tries - 1)
                 warnings.append(f"Modal call failed on try {tries} of {self.connect_tries} "
                                 f"({type(exc).__name__}: {exc}); tried again after {delay_s:g} s")
@@ -418,9 +421,14 @@ class ModalBackend(Backend):
                 try:
                     time.sleep(delay_s)
                 except KeyboardInterrupt as stop:
-                    return self._failed(request, options, stop, tries, warnings)
+                    return self._with_call_id(self._failed(request, options, stop, tries, warnings))
         outcome = dict(write_payload(payload, request.paths, self.client))
-        return _with_attempts(outcome, tries, warnings)
+        return self._with_call_id(_with_attempts(outcome, tries, warnings))
+
+    def _with_call_id(self, outcome: dict[str, Any]) -> dict[str, Any]:
+        """The Modal call id, where the client knows one (a stand-in or `.local()` does not)."""
+        call_id = getattr(self.client, "last_call_id", None)
+        return {**outcome, "modal_call_id": call_id} if call_id else outcome
 
     def _job(self, request: AttemptRequest) -> dict[str, Any]:
         """What the function needs, as plain data; paths are the remote side's."""

@@ -11,6 +11,9 @@ try:
     PIPELINE = Pipeline.from_config(
         config, forced=forced_run(workflow.dag_settings), main_process=workflow.is_main_process
     )
+    if workflow.is_main_process:
+        # records live beside the results: a job's files must reach this side
+        PIPELINE.require_shared_results(u.item_to_choice() for u in workflow.storage_settings.shared_fs_usage)
 except LabrunnerError as error:
     raise WorkflowError(f"labrunner: {error}") from None
 
@@ -74,6 +77,19 @@ GPU_RESOURCES = (
 )
 
 
+def get_runtime_min(wildcards):
+    return PIPELINE.runtime_min(wildcards.exp, wildcards.run)
+
+
+def get_mem_mb(wildcards):
+    return PIPELINE.mem_mb(wildcards.exp, wildcards.run)
+
+
+# The time and memory each job asks a cluster for (SLURM: --time, --mem): timeout_min of every
+# attempt plus a margin, and the plan's mem_mb (when it sets none, Snakemake's default applies).
+JOB_LIMITS = {"runtime": get_runtime_min} | ({"mem_mb": get_mem_mb} if PIPELINE.sets_memory else {})
+
+
 def get_experiment_records(wildcards):
     # an experiment that requires gates asks the gates checkpoint first: its runs join the DAG
     # only once the gates are up to date, and only if they passed (see Pipeline.experiment_records)
@@ -124,4 +140,7 @@ onsuccess:
 
 
 onerror:
+    # a result Snakemake deleted after its job wrote it (a cluster job cancelled as it finished)
+    # is recorded now, so that the summary and the write-up say so
+    PIPELINE.mark_unrecorded_runs()
     end_of_run(PIPELINE, success=False)
