@@ -7,7 +7,9 @@ from labrunner.workflow import snakefile
 include: snakefile()
 
 
-# the default target: the project FINDINGS.md and everything it needs (add your own targets here)
+# the default target: the project FINDINGS.md and everything it needs (add your own targets here).
+# Do not define onstart/onsuccess/onerror here: Snakemake keeps one of each, and labrunner's (in
+# the workflow) record the run, bring the write-up up to date and print the summary.
 rule all:
     input:
         get_final_targets,

@@ -107,9 +107,10 @@ def train_and_evaluate(
 ) -> RunResult:
     """Train `build_model(hidden)` with Adam on cross-entropy, then score it on the test split.
 
-    Params (from `params`, default `runner.params`): hidden, epochs, lr, batch_size,
-    weight_decay, train_fraction (default 1.0). Logs train_loss, test_loss and test_accuracy
-    every epoch; `log_prefix` keeps a second model trained in the same run apart.
+    Params (from `params`, default `runner.params`): hidden, epochs (or steps: the epochs that
+    make about that many Adam steps on the data kept), lr, batch_size, weight_decay,
+    train_fraction (default 1.0). Logs train_loss, test_loss and test_accuracy every epoch;
+    `log_prefix` keeps a second model trained in the same run apart.
     """
     import torch
     import torch.nn.functional as F
@@ -131,7 +132,8 @@ def train_and_evaluate(
     order_rng = torch.Generator().manual_seed(runner.seed)
     history: dict[str, list[float]] = {"train_loss": [], "test_loss": [], "test_accuracy": []}
 
-    for epoch in runner.progress(range(int(p["epochs"])), desc=f"{log_prefix}epochs"):
+    epochs = int(p["epochs"]) if "epochs" in p else epochs_for_steps(int(p["steps"]), len(x_tr), batch_size)
+    for epoch in runner.progress(range(epochs), desc=f"{log_prefix}epochs"):
         model.train()
         order = torch.randperm(len(x_tr), generator=order_rng).to(device)
         loss_sum = torch.zeros((), device=device)
@@ -158,6 +160,12 @@ def train_and_evaluate(
         labels=data.y_test,
         history=history,
     )
+
+
+def epochs_for_steps(steps: int, n_train: int, batch_size: int) -> int:
+    """Epochs that make about `steps` optimiser steps: fewer images must not also mean less training."""
+    batches_per_epoch = -(-n_train // batch_size)
+    return max(1, round(steps / batches_per_epoch))
 
 
 def _evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float, np.ndarray]:

@@ -4,8 +4,11 @@ real LocalBackend (a child process per attempt, no mocks)."""
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import subprocess
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +103,44 @@ def run_handler(make_project: ProjectFactory) -> RunHandler:
 
     return run
 
+
+MountFactory = Callable[..., Path]
+
+
+@pytest.fixture
+def small_fs() -> Iterator[MountFactory]:
+    """small_fs(path, size_kib=256, read_only=False) mounts a tmpfs of that size at `path`: a real
+    file system that really fills up (ENOSPC) or refuses writes (EROFS). Unmounted after the test.
+    Mounting needs root; elsewhere the test is skipped, saying so."""
+    mounted: list[Path] = []
+
+    def mount(path: Path, size_kib: int = 256, read_only: bool = False) -> Path:
+        if os.geteuid() != 0 or shutil.which("mount") is None:
+            pytest.skip("needs root to mount a small file system (a real full disk); run the tests as root to include it")
+        path.mkdir(parents=True, exist_ok=True)
+        options = f"size={size_kib}k" + (",ro" if read_only else "")
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in reversed(mounted):
+        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
+
+
+def fill_disk(folder: Path) -> Path:
+    """Write into `folder` until its file system has not one byte left; return the filler."""
+    filler = folder / "filler"
+    with filler.open("wb", buffering=0) as handle:
+        for size in (1 << 16, 1 << 12, 1):
+            try:
+                while True:
+                    handle.write(b"x" * size)
+            except OSError:
+                continue
+    return filler
 
 def result_record(plan: Any, exp: str, sub: str, metrics: Mapping[str, Any], seed: int = 0,
                   **fields: Any) -> dict[str, Any]:

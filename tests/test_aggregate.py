@@ -110,4 +110,4 @@ def test_aggregate_status_report_lists_failures_with_hint_and_rerun_command(plan
     assert "Completed: 1  Failed: 1  Pending: 4  Held: 0  Skipped: 1" in text
     assert "FAILED e1/broken" in text and "KeyError: 'probs'" in text
     assert "at:    handlers/e1/broken.py:2 in broken: x['probs']" in text and "hint:  print its keys" in text
-    assert "snakemake --cores 4 research/FINDINGS.md" in text and "labrunner run e1 broken" in text
+    assert "snakemake research/FINDINGS.md" in text and "labrunner run e1 broken" in text

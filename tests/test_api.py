@@ -26,9 +26,14 @@ def imported_heavy_modules(code: str) -> list[str]:
     return last[1:]
 
 
-def test_api_every_public_name_resolves() -> None:
+def test_api_every_public_name_resolves_to_labrunner_s_own_object() -> None:
     for name in labrunner.__all__:
-        assert getattr(labrunner, name) is not None, name
+        exported = getattr(labrunner, name)
+        if name == "__version__":
+            assert isinstance(exported, str) and exported[0].isdigit(), exported
+            continue
+        assert exported.__name__ == name, name
+        assert exported.__module__.startswith("labrunner."), (name, exported.__module__)
 
 
 def test_api_dir_lists_the_public_names() -> None:
@@ -54,10 +59,12 @@ def test_api_exception_tree_has_one_root() -> None:
         "InputError": "LabrunnerError", "PlanError": "InputError", "RecordError": "InputError", "ConfigError": "InputError",
         "HandlerError": "LabrunnerError", "HandlerReturnError": "HandlerError", "MetricError": "HandlerError",
         "ArtifactError": "HandlerError", "BackendError": "LabrunnerError", "RunRefusedError": "LabrunnerError",
-        "RunLockedError": "RunRefusedError", "RunHeldError": "RunRefusedError",
+        "RunLockedError": "RunRefusedError", "RunHeldError": "RunRefusedError", "StorageError": "LabrunnerError",
     }
     for name, parent in tree.items():
-        assert getattr(errors, name).__bases__ == (getattr(errors, parent),), name
+        bases = getattr(errors, name).__bases__
+        # StorageError is an OSError as well, so that code handling OSError handles it
+        assert bases[0] is getattr(errors, parent) and set(bases[1:]) <= {OSError}, name
     exceptions = [getattr(errors, name) for name in errors.__all__
                   if inspect.isclass(getattr(errors, name)) and issubclass(getattr(errors, name), BaseException)]
     assert set(tree) < {cls.__name__ for cls in exceptions}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import EXP, PLAN_FILE, SUB, ProjectFactory, one_sub_plan
+from conftest import EXP, PLAN_FILE, SUB, MountFactory, ProjectFactory, fill_disk, one_sub_plan
 from labrunner.cli import main
 from labrunner.records import read_record
 from test_plan import BROKEN_PLANS, RESEARCHER_HANDLERS, RESEARCHER_PLAN
@@ -177,3 +177,60 @@ def test_cli_module_entry_point(make_project: ProjectFactory) -> None:
 
     assert done.returncode == 0, done.stderr
     assert "valid." in done.stdout
+
+
+# --- where the results cannot be written: a clear error, never a traceback ---------------------
+
+OK_HANDLER = 'def s1(runner):\n    return {"finding": "fine", "metrics": {"acc": 1.0}}\n'
+
+
+def _labrunner(root: Path, *args: str, stdout: int = subprocess.PIPE) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "labrunner.cli", *args], cwd=root, stdout=stdout,
+                          stderr=subprocess.PIPE, text=True, timeout=120)
+
+
+def test_cli_run_on_a_full_disk_says_so_without_a_traceback(make_project: ProjectFactory, small_fs: MountFactory) -> None:
+    root = make_project(one_sub_plan(), {f"handlers/{EXP}/{SUB}.py": OK_HANDLER})
+    fill_disk(small_fs(root / "results", size_kib=64))
+
+    done = _labrunner(root, "run", EXP, SUB)
+
+    assert done.returncode == 1
+    assert done.stderr == (f"labrunner run: cannot write {root / 'results' / EXP / SUB / 'failure.yaml'}: no space left "
+                           f"on device (0 bytes free on the file system of {root / 'results' / EXP / SUB})\n")
+
+
+def test_cli_run_with_a_folder_where_failure_yaml_belongs_is_a_clear_error(make_project: ProjectFactory) -> None:
+    root = make_project(one_sub_plan(), {f"handlers/{EXP}/{SUB}.py": OK_HANDLER})
+    (root / "results" / EXP / SUB / "failure.yaml").mkdir(parents=True)
+
+    done = _labrunner(root, "run", EXP, SUB)
+
+    assert done.returncode == 1
+    assert done.stderr == (f"labrunner run: cannot write {root / 'results' / EXP / SUB / 'failure.yaml'}: it is a folder "
+                           "where labrunner writes a file; move the folder away and run again\n")
+
+
+def test_cli_run_with_a_read_only_results_folder_is_a_clear_error(make_project: ProjectFactory,
+                                                                  small_fs: MountFactory) -> None:
+    root = make_project(one_sub_plan(), {f"handlers/{EXP}/{SUB}.py": OK_HANDLER})
+    small_fs(root / "results", read_only=True)
+
+    done = _labrunner(root, "run", EXP, SUB)
+
+    assert done.returncode == 1
+    assert done.stderr == (f"labrunner run: cannot write {root / 'results' / EXP}: Read-only file system (is the folder "
+                           "read-only, or owned by someone else?)\n")
+
+
+def test_cli_status_into_a_closed_pipe_stops_quietly(make_project: ProjectFactory) -> None:
+    root = make_project(one_sub_plan(), {f"handlers/{EXP}/{SUB}.py": OK_HANDLER})
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # `labrunner status | head`, once head has what it wants
+    try:
+        done = _labrunner(root, "status", stdout=write_end)
+    finally:
+        os.close(write_end)
+
+    assert done.stderr == ""
+    assert done.returncode == 141

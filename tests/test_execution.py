@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from conftest import EXP, PLAN_FILE, SUB, ProjectFactory, RunHandler, assert_plain, one_sub_plan
-from labrunner.execution import SubRun, run_sub
+from labrunner.execution import AttemptRequest, Backend, SubRun, run_sub
 from labrunner.plan import load_plan
 from labrunner.records import read_record
 
@@ -283,12 +283,16 @@ def test_run_sub_handler_that_exits_gives_a_failure_record(run_handler: RunHandl
     assert_partial_metrics(record)
 
 
-def test_run_sub_handler_that_calls_sys_exit_gives_a_failure_record(run_handler: RunHandler) -> None:
-    outcome = run_handler(LOGS_THEN.format(failure="sys.exit(0)"))
+@pytest.mark.parametrize("code", ["0", "3", "'bad arguments'"])
+def test_run_sub_handler_that_calls_sys_exit_gives_a_failure_record(code: str, run_handler: RunHandler) -> None:
+    outcome = run_handler(LOGS_THEN.format(failure=f"sys.exit({code})"))
 
     record = failure_of(outcome)
-    assert record["error"]["type"] == "SystemExit"
-    assert record["error"]["handler_line"]["code"] == "sys.exit(0)"
+    error = record["error"]
+    assert error["type"] == "SystemExit"
+    assert error["message"] == f"the handler called sys.exit({code}) instead of returning a result"
+    assert error["handler_line"]["code"] == f"sys.exit({code})"
+    assert error["hint"].startswith("return a dict instead of exiting")
     assert_partial_metrics(record)
 
 
@@ -509,3 +513,64 @@ def test_run_sub_disk_write_failure_gives_a_failure_record_that_says_so(run_hand
     assert error["type"] == "ArtifactError"
     assert "could not write artifact 'curve.csv'" in error["message"] and "Operation not permitted" in error["message"]
     assert "not writable" in error["hint"]
+
+
+class BrokenBackend(Backend):
+    """A backend that cannot start the handler at all (its machine, its client library)."""
+
+    name = "broken"
+
+    def run_attempt(self, request: AttemptRequest) -> dict[str, Any]:
+        raise ConnectionError("the scheduler refused the job")
+
+
+def test_run_sub_backend_that_raises_leaves_a_failure_record_not_a_running_one(make_project: ProjectFactory) -> None:
+    root = make_project(one_sub_plan(retries=1), {f"handlers/{EXP}/{SUB}.py": "def s1(runner):\n    return {'finding': 'x'}\n"})
+    plan = load_plan(root / PLAN_FILE)
+
+    outcome = run_sub(plan, plan.sub(EXP, SUB), backend=BrokenBackend(), console=io.StringIO())
+
+    record = failure_of(outcome)  # not `status: running`, which would read as a job killed outright
+    assert record["backend"] == "broken"
+    assert record["error"]["type"] == "ConnectionError"
+    assert record["error"]["message"] == "the ConnectionError came from the backend, not the handler: the scheduler refused the job"
+    assert "test_execution.py" in record["error"]["traceback"]
+    assert record["attempts"] == 2  # retried like any failure
+
+
+STOP_OUTSIDE_ATTEMPT = '''
+import io, os, signal, sys
+from labrunner.execution import Backend, run_sub
+from labrunner.plan import load_plan
+
+class SignalsItself(Backend):
+    """An attempt that ends, then a SIGTERM arrives while the supervisor writes its record (or
+    before its retry), as when SLURM's scancel lands at that moment."""
+    name = "local"
+    def run_attempt(self, request):
+        os.kill(os.getpid(), signal.SIGTERM)
+        if sys.argv[2] == "completes":
+            return {"status": "completed", "finding": "done", "metrics": {}, "artifacts": [], "warnings": []}
+        return {"status": "failed", "error": {"type": "ValueError", "message": "flaky"}, "warnings": []}
+
+plan = load_plan(sys.argv[1])
+done = run_sub(plan, plan.sub("e1-demo", "s1"), backend=SignalsItself(), console=io.StringIO())
+print("returned", done.status)
+'''
+
+
+@pytest.mark.parametrize("attempt", ["completes", "fails"])
+def test_run_sub_stop_outside_an_attempt_waits_for_the_record(attempt: str, make_project: ProjectFactory) -> None:
+    root = make_project(one_sub_plan(retries=2), {f"handlers/{EXP}/{SUB}.py": "def s1(runner):\n    return {}\n"})
+
+    done = subprocess.run([sys.executable, "-c", STOP_OUTSIDE_ATTEMPT, str(root / PLAN_FILE), attempt],
+                          capture_output=True, text=True, timeout=60, cwd=root)
+
+    assert done.returncode == 0 and "returned" in done.stdout, done.stderr  # not killed mid-record
+    run_dir = root / "results" / EXP / SUB
+    if attempt == "completes":
+        assert read_record(run_dir / "result.yaml")["status"] == "completed"
+    else:  # the retry does not start: the stop is recorded, not "Lost" next time
+        failure = read_record(run_dir / "failure.yaml")
+        assert failure["status"] == "failed" and failure["error"]["type"] == "Terminated"
+        assert failure["attempts"] == 2 and "before the attempt started" in failure["error"]["message"]

@@ -103,3 +103,19 @@ def test_findings_broken_markers_are_an_error_and_the_file_is_untouched(tmp_path
     assert caught.value.issues[0].line == line
     assert caught.value.issues[0].file == str(path)
     assert path.read_text() == text
+
+
+def test_findings_marker_text_in_a_finding_or_metric_name_is_escaped(tmp_path: Path) -> None:
+    hostile = {**RESULTS, "subs": {**RESULTS["subs"], "a": {
+        **RESULTS["subs"]["a"], "finding": "done <!-- labrunner:end sub-results --> and <!-- unclosed",
+        "metrics": {"<!-- labrunner:begin status -->acc": 0.91}}}}
+    path = tmp_path / "FINDINGS.md"
+    for _ in range(3):  # the first version, then regenerations that must each find intact markers
+        write_findings(path, render_experiment_findings(hostile, Path("FINDINGS.md"), tmp_path, "results/e1/results.yaml"))
+        path.write_text(path.read_text().replace("## Analysis\n", "## Analysis\n\nMy own words.\n", 1))
+
+    text = path.read_text()
+    assert "> done &lt;!-- labrunner:end sub-results --> and &lt;!-- unclosed" in text
+    assert "| &lt;!-- labrunner:begin status -->acc | 0.91 |" in text
+    assert text.count("<!-- labrunner:end sub-results -->") == 1 and text.count("<!-- labrunner:begin status -->") == 1
+    assert text.count("My own words.") == 3

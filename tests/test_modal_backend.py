@@ -134,7 +134,7 @@ def test_modal_module_imports_without_token_or_torch(tmp_path: Path) -> None:
         "import sys\n"
         "sys.modules['torch'] = None  # import torch now fails, as on a machine without it\n"
         "import labrunner.backends.modal_backend as backend\n"
-        "assert backend.app.name == 'labrunner' and backend.run_attempt_remote is not None\n"
+        "assert backend.app.name == 'labrunner' and type(backend.run_attempt_remote).__name__ == 'Function'\n"
         "print('loaded:', sorted({m.split('.')[0] for m in sys.modules if sys.modules[m] is not None} & {'torch', 'wandb'}))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=clean_env(tmp_path))
@@ -270,6 +270,27 @@ def test_modal_backend_stopped_call_is_recorded_and_not_retried(make_project: Pr
 
     assert (record["error"]["type"], record["attempts"], client.calls) == ("Terminated", 1, 1)
     assert "the Modal call was cancelled" in record["error"]["message"]
+
+
+class Spawning(Raising):
+    """The Modal boundary as ModalCloud has it once the call is spawned: its id is known, then the
+    call answers (or raises)."""
+
+    last_call_id: str | None = None
+
+    def call(self, job: dict[str, Any], options: Any) -> dict[str, Any]:
+        self.last_call_id = f"fc-test{self.calls + 1}"
+        return super().call(job, options)
+
+
+@pytest.mark.parametrize("failures", [0, None], ids=["completed", "timed-out"])
+def test_modal_backend_records_the_modal_call_id(make_project: ProjectFactory, tmp_path: Path, failures: int | None) -> None:
+    timeout = modal.exception.FunctionTimeoutError("Function call timed out after 180s")
+    outcome = run(project(make_project), modal_backend(tmp_path, Spawning(tmp_path / "volume", timeout, failures)))
+
+    record = read_record(outcome.paths.result if outcome.ok else outcome.paths.failure)
+    assert record["modal_call_id"] == "fc-test1"
+    assert record["executor"]["name"] in ("local", "slurm")  # where the job waiting on Modal ran
 
 
 def test_modal_backend_without_token_says_run_modal_token_new(make_project: ProjectFactory, tmp_path: Path) -> None:

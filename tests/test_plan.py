@@ -475,6 +475,95 @@ def test_plan_path_like_sub_id_is_an_error(sub_id: str, make_project: ProjectFac
     assert "is not path-safe" in error.message
 
 
+def test_plan_ids_that_yaml_reads_as_numbers_or_booleans_keep_their_spelling(make_project: ProjectFactory) -> None:
+    text = """\
+    experiments:
+      1.10:
+        sub_experiments: [1.10, 1.1, on, off, yes, 01]
+      on:
+        dependencies: [1.10]
+        sub_experiments: {1.20: {}, no: {}}
+    gates:
+      g1: {experiments: [1.10, on]}
+    """
+    subs = {"1.10": ["1.10", "1.1", "on", "off", "yes", "01"], "on": ["1.20", "no"]}
+    files = {f"handlers/{exp}/{sub}.py": "def run(runner):\n    pass\n" for exp, ids in subs.items() for sub in ids}
+
+    plan = load_plan(make_project(text, files) / PLAN_FILE)
+
+    assert {exp: [spec.sub_id for spec in plan.subs(exp)] for exp in plan.experiments} == subs
+    assert plan.experiments["on"].dependencies == ["1.10"]
+    assert plan.gates["g1"].experiments == ["1.10", "on"]
+
+
+def test_plan_sub_listed_twice_is_an_error(make_project: ProjectFactory) -> None:
+    text = "experiments:\n  e1:\n    sub_experiments:\n      - a\n      - b\n      - a\n"
+    files = {f"handlers/e1/{sub}.py": "def run(runner):\n    pass\n" for sub in "ab"}
+
+    error = only_error(make_project(text, files))
+
+    assert (error.key, error.line) == ("experiments.e1.sub_experiments.a", 6)
+    assert error.message == "listed twice (first on line 4); each sub-experiment needs its own id"
+
+
+@pytest.mark.parametrize("name", ["results.yaml", "Metrics.md", "criteria.png", "findings.log", "aggregate.log",
+                                  "gates.yaml", "history", "artifacts", "wandb", "run.log", "failure.yaml", "seed-1",
+                                  "sweeps"])
+def test_plan_id_spelled_like_a_file_of_labrunner_is_an_error(name: str, make_project: ProjectFactory) -> None:
+    for kind, text in (("sub", f"experiments:\n  e1:\n    sub_experiments: [ok, {name}]\n"),
+                       ("experiment", f"experiments:\n  {name}:\n    sub_experiments: [ok]\n")):
+        exp = "e1" if kind == "sub" else name
+        root = make_project(text, {f"handlers/{exp}/ok.py": "def run(runner):\n    pass\n",
+                                   f"handlers/e1/{name}.py": "def run(runner):\n    pass\n"}, name=kind)
+
+        error = only_error(root)
+
+        key = f"experiments.e1.sub_experiments.{name}" if kind == "sub" else f"experiments.{name}"
+        assert (error.file, error.key, error.line) == (str(root / PLAN_FILE), key, 3 if kind == "sub" else 2)
+        assert f"id {name!r} is a name labrunner gives its own files and folders in the results tree" in error.message
+        assert "rename it" in error.message
+
+
+def test_plan_id_longer_than_a_file_name_allows_is_an_error(make_project: ProjectFactory) -> None:
+    longest, too_long = "x" * 200, "y" * 201
+    text = f"experiments:\n  e1:\n    sub_experiments:\n      - {longest}\n      - {too_long}\n"
+    files = {f"handlers/e1/{sub}.py": "def run(runner):\n    pass\n" for sub in (longest, too_long)}
+
+    error = only_error(make_project(text, files))
+
+    assert (error.key, error.line) == (f"experiments.e1.sub_experiments.{too_long}", 5)
+    assert error.message == (f"sub-experiment id '{'y' * 40}...' is 201 bytes long; an id is a folder name, and the file "
+                             "system allows 200 (255 bytes, less room for what tools add to a name): shorten it")
+
+
+def test_plan_yaml_bomb_is_refused_with_its_line(make_project: ProjectFactory) -> None:
+    levels = ['      l0: &l0 ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]']
+    levels += [f"      l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 10)}]" for n in range(1, 9)]  # 10**9 values
+    text = "experiments:\n  e1:\n    params:\n" + "\n".join(levels) + "\n    sub_experiments: [a]\n"
+
+    error = only_error(make_project(text, {"handlers/e1/a.py": "def run(runner):\n    pass\n"}))
+
+    assert error.line is not None and 4 <= error.line <= 12
+    assert "aliases (*name) expand the document by more than 100,000 values" in error.message
+
+
+def test_plan_modest_aliases_are_fine_and_recursive_ones_are_refused(make_project: ProjectFactory) -> None:
+    text = """\
+    experiments:
+      e1:
+        params: &common {lr: 0.1, layers: [64, 64]}
+        sub_experiments:
+          a: {params: *common}
+          b: {params: {<<: *common, lr: 0.01}}
+    """
+    files = {f"handlers/e1/{sub}.py": "def run(runner):\n    pass\n" for sub in "ab"}
+    plan = load_plan(make_project(text, files) / PLAN_FILE)
+    assert plan.sub("e1", "b").params == {"lr": 0.01, "layers": [64, 64]}
+
+    error = only_error(make_project("experiments:\n  e1:\n    params: &p {self: *p}\n", name="recursive"))
+    assert (error.line, error.message) == (3, "an alias here refers to the value that contains it, which would never end")
+
+
 # --- references that could never complete, gates that act ---------------------------------------
 
 GATED_PLAN = """\

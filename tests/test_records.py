@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labrunner.errors import RecordError
+from conftest import MountFactory, fill_disk
+from labrunner.errors import RecordError, StorageError
+from labrunner.files import SpaceReserve
 from labrunner.layout import RunPaths
 from labrunner.records import (
     FAILED,
@@ -20,6 +22,7 @@ from labrunner.records import (
     read_failure,
     read_record,
     write_failure,
+    write_final,
     write_result,
 )
 
@@ -124,3 +127,75 @@ def test_records_checked_text_ends_with_checksum() -> None:
 
     assert text.startswith("status: completed\n")
     assert text.splitlines()[-1].startswith("# labrunner-sha256: ")
+
+
+# --- a full disk: never `status: running` left behind, never a record that looks like a kill ---
+
+FAILED_RECORD = {"status": "failed", "experiment": "e1", "sub": "s1", "run_id": "r2", "ended_at": "2024-01-02T00:00:00+00:00",
+                 "error": {"type": "OSError", "message": "[Errno 28] No space left on device: 'work/checkpoint.pt'",
+                           "traceback": "Traceback (most recent call last):\n" + "  a frame\n" * 2000,
+                           "handler_line": {"file": "handlers/e1/s1.py", "line": 7, "function": "s1", "code": "save()"},
+                           "hint": "the disk is full"},
+                 "warnings": []}
+
+
+@pytest.fixture
+def full_disk_run(tmp_path: Path, small_fs: MountFactory) -> RunPaths:
+    """A run whose attempt has started (failure.yaml says running) on a disk that is now full."""
+    paths = RunPaths(small_fs(tmp_path / "disk", size_kib=1024) / "e1" / "s1")
+    paths.run_dir.mkdir(parents=True)
+    mark_running(paths, "r2", "2024-01-02T00:00:00+00:00", 42, "local")
+    return paths
+
+
+def test_records_full_disk_record_is_written_into_the_reserved_space(full_disk_run: RunPaths) -> None:
+    reserve = SpaceReserve.claim(full_disk_run.internal / "reserve", 256 * 1024)
+    fill_disk(full_disk_run.run_dir)
+
+    written = write_final(full_disk_run, FAILED_RECORD, None, reserve)
+
+    failure = read_record(full_disk_run.failure)
+    assert failure["status"] == "failed" and failure["error"]["traceback"].count("a frame") == 2000  # the whole record
+    assert failure["warnings"][0].startswith("no space left on device: 0 bytes free on the file system of ")
+    assert written["warnings"] == failure["warnings"]
+
+
+def test_records_full_disk_without_room_writes_a_short_record_in_place(full_disk_run: RunPaths) -> None:
+    fill_disk(full_disk_run.run_dir)
+
+    write_final(full_disk_run, FAILED_RECORD, None, reserve=None)
+
+    failure = read_record(full_disk_run.failure)  # whole: its checksum holds
+    assert failure["status"] == "failed" and failure["run_id"] == "r2"
+    assert failure["error"]["type"] == "OSError" and failure["error"]["traceback"] is None
+    assert failure["error"]["handler_line"]["line"] == 7
+    assert failure["warnings"] == [f"only this short record could be written: cannot write {full_disk_run.failure}: "
+                                   f"no space left on device (0 bytes free on the file system of {full_disk_run.run_dir})"]
+
+
+def test_records_full_disk_result_becomes_a_failure_that_keeps_the_finding(full_disk_run: RunPaths) -> None:
+    fill_disk(full_disk_run.run_dir)
+    completed = {"status": "completed", "experiment": "e1", "sub": "s1", "run_id": "r2", "finding": "it works",
+                 "metrics": {"acc": 0.9}, "ended_at": "2024-01-02T00:00:00+00:00", "warnings": []}
+
+    written = write_final(full_disk_run, completed, None, reserve=None)
+
+    assert not full_disk_run.result.exists()
+    failure = read_record(full_disk_run.failure)
+    assert written["status"] == failure["status"] == "failed"
+    assert failure["error"]["type"] == "DiskFull"
+    assert failure["error"]["message"].startswith("the handler completed, but its result could not be written: cannot write ")
+    assert failure["unrecorded_result"] == {"finding": "it works", "metrics": {"acc": 0.9}}
+
+
+def test_records_full_disk_with_nothing_writable_puts_the_outcome_in_the_error(tmp_path: Path, small_fs: MountFactory) -> None:
+    paths = RunPaths(small_fs(tmp_path / "disk", size_kib=64) / "e1" / "s1")
+    paths.run_dir.mkdir(parents=True)
+    fill_disk(paths.run_dir)  # not even the attempt's start could be marked
+
+    with pytest.raises(StorageError) as caught:
+        write_final(paths, FAILED_RECORD, None, reserve=None)
+
+    assert "no space left on device (0 bytes free" in str(caught.value)
+    assert str(caught.value).endswith("so here is the outcome: e1/s1 failed: OSError: [Errno 28] No space left on device: "
+                                      "'work/checkpoint.pt'")

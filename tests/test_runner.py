@@ -280,7 +280,9 @@ def test_results_read_only_artifacts_folder_is_an_artifact_error(tmp_path: Path)
     finally:
         (run_dir / "artifacts").chmod(0o755)
 
-    assert done.stdout.strip() == "could not write artifact 'curve.png' to artifacts/curve.png: Permission denied"
+    assert done.stdout.strip() == (
+        "could not write artifact 'curve.png' to artifacts/curve.png: Permission denied "
+        "(is the folder read-only, or owned by someone else?)")
     assert not list((run_dir / "artifacts").iterdir())
 
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from workflow_support import BIN, PLAN, snakemake, write_project
+from workflow_support import BIN, PLAN, load, run, snakemake, snapshot, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -73,3 +73,54 @@ def test_scale_slurm_plugin_turns_the_resources_into_sbatch_gpus() -> None:
     # the plugin's own translation of a job's resources (the boundary: no cluster here)
     job = SimpleNamespace(resources=SimpleNamespace(get={"gpu": 2, "gpu_model": "h100"}.get))
     assert utils.set_gres_string(job).strip() == "--gpus=h100:2"
+
+
+# --- time, memory and the submitting side -------------------------------------------------------
+
+LIMITS_PLAN = (PLAN.replace("defaults: {timeout_min: 2}", "defaults: {timeout_min: 2, mem_mb: 3000}")
+               .replace("d]\n", "d]\n    timeout_min: 60\n    mem_mb: 64000\n"))
+
+
+def test_scale_dry_run_shows_each_jobs_time_and_memory(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "proj", LIMITS_PLAN)
+    done = snakemake(project, "-n")
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    resources = job_resources(done.stdout)
+    # timeout_min, plus W&B's 2 min of time-outs and the 2 min margin
+    assert "runtime=6" in resources["e1-tiny/a"] and "mem_mb=3000" in resources["e1-tiny/a"]
+    assert "runtime=64" in resources["e2-next/d"] and "mem_mb=64000" in resources["e2-next/d"]
+
+
+def test_scale_jobs_leave_parse_time_work_to_the_submitting_side(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "proj")
+    assert run(project).returncode == 0
+    results = project / "results" / "e1-tiny"
+    damaged = results / "b" / "result.yaml"
+    damaged.write_text(damaged.read_text()[:40])
+    (results / "c" / "result.yaml").unlink()  # deleted after it was written
+    before = snapshot(results)
+
+    # a job reads the Snakefile in remote mode, as a SLURM job does: it moves and rewrites nothing
+    job = snakemake(project, "--mode", "remote", "-n", "results/e1-tiny/a/result.yaml")
+    assert job.returncode == 0, job.stdout[-2000:] + job.stderr[-2000:]
+    assert snapshot(results) == before
+
+    main = snakemake(project, "-n")
+    assert "results/e1-tiny/b/result.yaml is damaged" in main.stderr
+    assert "results/e1-tiny/c/result.yaml is gone although its last attempt completed" in main.stderr
+    assert not damaged.exists()
+    assert load(results / "c" / "failure.yaml")["error"]["type"] == "ResultMissing"
+
+    # a job checks only its own handler (`labrunner run` does): the submitting side checked them all
+    (project / "handlers" / "e1-tiny" / "b.py").unlink()
+    assert snakemake(project, "--mode", "remote", "-n", "results/e1-tiny/a/result.yaml").returncode == 0
+    main = snakemake(project, "-n")
+    assert main.returncode != 0 and "handlers/e1-tiny/b.py" in main.stdout + main.stderr
+
+
+def test_scale_executor_without_a_shared_file_system_is_refused(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "proj")
+    done = snakemake(project, "-n", "--shared-fs-usage", "persistence", "sources", "software-deployment")
+    assert done.returncode != 0
+    assert "labrunner needs the results folder on a file system shared with the jobs" in done.stdout + done.stderr
+    assert not (project / "results").exists()

@@ -4,12 +4,14 @@ metric names; online without a key or a network falls back to offline; a W&B tha
 
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -376,3 +378,128 @@ def test_tracking_run_sub_with_a_finish_that_hangs_completes_with_a_warning(
     assert record["wandb"]["id"] == "fake123"
     assert any(warning.startswith("W&B finish did not return within 0.3s") for warning in record["warnings"])
     assert [row["s1/loss"] for row in run.logged] == [1.0, 0.5, 1 / 3]
+
+
+class HangingRun(FakeRun):
+    """A run whose `hang_in` call blocks until released (at most 10 s: a broken deadline fails the
+    test instead of hanging the suite)."""
+
+    def __init__(self, hang_in: str, release: threading.Event) -> None:
+        super().__init__()
+        self.hang_in, self._release = hang_in, release
+        hang = self._hang
+        self.summary = type("Summary", (dict,), {"__setitem__": lambda summary, key, value: hang("summary")})()
+
+    def _hang(self, call: str) -> None:
+        if call == self.hang_in:
+            self._release.wait(10)
+
+    def define_metric(self, name: str, **kwargs: Any) -> None:
+        self._hang("define_metric")
+        super().define_metric(name, **kwargs)
+
+    def log(self, payload: dict[str, Any]) -> None:
+        self._hang("log")
+        super().log(payload)
+
+
+@pytest.mark.parametrize("call", ["define_metric", "log", "summary"])
+def test_tracking_call_that_hangs_is_abandoned_in_bounded_time(call: str, tmp_path: Path, release: threading.Event) -> None:
+    run = HangingRun(call, release)
+    started = time.monotonic()
+    tracker = start_tracking(replace(request(tmp_path), call_timeout_s=0.3), import_wandb=fake_wandb(lambda **_: run))
+    tracker.log({"loss": 1.0}, 0)
+    tracker.summary({"accuracy": 0.9})
+    tracker.log({"loss": 0.5}, 1)
+    tracker.finish(0)
+
+    assert time.monotonic() - started < 2.0  # one deadline, then nothing more is sent
+    assert isinstance(tracker, WandbTracker) and tracker.hung
+    assert tracker.warnings == [f"W&B {call} did not return within 0.3s; nothing more was sent to W&B for this run "
+                                "(metrics.jsonl has every metric)"]
+    assert tracker.info()["id"] == "fake123"
+
+
+def test_tracking_calls_into_a_run_come_from_one_thread_one_at_a_time(tmp_path: Path) -> None:
+    callers: set[int] = set()
+    busy = threading.Lock()
+    overlaps: list[str] = []
+
+    def log(payload: dict[str, Any]) -> None:
+        callers.add(threading.get_ident())
+        if not busy.acquire(blocking=False):
+            overlaps.append(str(payload))
+            return
+        time.sleep(0.01)  # a slow wandb: long enough for a second caller to come in
+        busy.release()
+
+    run = FakeRun(log=log)
+    tracker = start_tracking(request(tmp_path), import_wandb=fake_wandb(lambda **_: run))
+    # the metrics forwarder's thread and the supervisor's last drain, as run_sub has them
+    threads = [threading.Thread(target=lambda n=n: [tracker.log({"x": n}, step) for step in range(10)]) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(run.logged) == 40 and overlaps == []
+    assert len(callers) == 1 and threading.get_ident() not in callers
+
+
+WANDB_STAND_IN = '''\
+"""A stand-in for wandb at the server boundary: `finish` never returns, and, like wandb, an exit
+hook waits for the run to be finished."""
+import atexit
+import threading
+
+_finished = threading.Event()
+
+
+class Settings:
+    def __init__(self, **settings):
+        pass
+
+
+class _Run:
+    id, entity, url, settings = "standin1", None, None, None
+
+    def __init__(self):
+        self.summary = {}
+
+    def define_metric(self, *args, **kwargs):
+        pass
+
+    def log(self, payload):
+        pass
+
+    def finish(self, exit_code=0):
+        _finished.wait()
+
+
+def init(**kwargs):
+    return _Run()
+
+
+atexit.register(_finished.wait)
+'''
+
+
+def test_tracking_cli_run_with_a_finish_that_hangs_exits_without_waiting_for_wandb(make_project: ProjectFactory,
+                                                                                  tmp_path: Path) -> None:
+    stand_in = tmp_path / "stand-in"
+    (stand_in / "wandb").mkdir(parents=True)
+    (stand_in / "wandb" / "__init__.py").write_text(WANDB_STAND_IN)
+    plan = one_sub_plan("offline")
+    plan["wandb"]["finish_timeout_s"] = 0.5
+    root = make_project(plan, {f"handlers/{EXP}/{SUB}.py": LOGGING_HANDLER})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(stand_in), os.environ.get("PYTHONPATH")]))}
+    started = time.monotonic()
+
+    done = subprocess.run([sys.executable, "-m", "labrunner.cli", "run", EXP, SUB], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=30)
+
+    assert done.returncode == 0, done.stderr
+    assert time.monotonic() - started < 20
+    record = read_record(root / "results" / EXP / SUB / "result.yaml")
+    assert record["wandb"]["id"] == "standin1"
+    assert any(warning.startswith("W&B finish did not return within 0.5s") for warning in record["warnings"])

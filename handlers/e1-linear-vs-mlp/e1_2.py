@@ -1,9 +1,9 @@
-"""e1_2: the MLP, with a paired logistic-regression baseline trained on the same seed.
+"""e1_2: the MLP, one hidden layer, trained exactly as the e1_1 baseline is.
 
-The claim is "the MLP beats logistic regression", so this sub also reports `accuracy_gain`:
-MLP accuracy minus that of a baseline with e1_1's settings (hidden 0, `baseline_lr`) trained
-with the same seed, data order and epochs. Pairing by seed takes the seed-to-seed noise out of
-the comparison, and the plan can put a criterion on the gain itself.
+The claim "the MLP beats logistic regression" is judged by the plan's `accuracy_gain`
+criterion, which compares this sub with e1_1 seed by seed (`compare:` with `paired_by: seed`):
+both train with the same seeds, data order and number of steps, so pairing takes the
+seed-to-seed noise out of the difference, and labrunner computes it, not this handler.
 """
 
 from __future__ import annotations
@@ -17,25 +17,13 @@ if TYPE_CHECKING:
 
 
 def e1_2(runner: ExperimentRunner) -> dict:
-    params = runner.params
-    mlp = train_and_evaluate(runner)
-    baseline = train_and_evaluate(runner, {**params, "hidden": 0, "lr": params["baseline_lr"]}, log_prefix="baseline_")
-    gain = mlp.accuracy - baseline.accuracy
-    model = describe(params)
+    model = describe(runner.params)
+    result = train_and_evaluate(runner)
     return {
         "finding": (
-            f"The {model} reaches {mlp.accuracy:.1%} test accuracy, {gain * 100:+.2f} points against "
-            f"logistic regression trained with the same seed ({baseline.accuracy:.1%}); "
-            f"ECE {mlp.ece:.3f} against {baseline.ece:.3f}."
+            f"The {model} reaches {result.accuracy:.1%} test accuracy on the 450 held-out digits "
+            f"(test loss {result.test_loss:.3f}, ECE {result.ece:.3f})."
         ),
-        "metrics": {
-            **mlp.metrics(),
-            "baseline_accuracy": baseline.accuracy,
-            "baseline_test_loss": baseline.test_loss,
-            "baseline_ece": baseline.ece,
-            "accuracy_gain": gain,
-        },
-        "artifacts": save_artifacts(
-            runner, {model: mlp, "logistic regression": baseline}, f"e1_2: {model} vs linear, seed {runner.seed}"
-        ),
+        "metrics": result.metrics(),
+        "artifacts": save_artifacts(runner, {model: result}, f"e1_2: {model}, seed {runner.seed}"),
     }

@@ -1,8 +1,8 @@
-"""e2_*: the e1_2 MLP trained on a stratified `train_fraction` of the training split.
+"""e2_mlp: the e1_2 MLP trained on a stratified `train_fraction` of the training split.
 
-One handler for every fraction (the plan points each sub here with `handler:`). Each sub sets
-`epochs` so that every run takes about the same number of Adam steps (~2,200, as in e1_2):
-fewer images must not also mean less optimisation.
+The plan sweeps `train_fraction` (`grid:`), so this one handler runs once per fraction and seed.
+Every run takes about `steps` Adam steps (~2,200, as e1_2 does): the epochs scale with
+1 / train_fraction, so that fewer images do not also mean less optimisation.
 """
 
 from __future__ import annotations

@@ -33,6 +33,7 @@ _EXPORTS: dict[str, str] = {
     "MetricError": "labrunner.errors",
     "ArtifactError": "labrunner.errors",
     "BackendError": "labrunner.errors",
+    "StorageError": "labrunner.errors",
     "RunRefusedError": "labrunner.errors",
     "RunLockedError": "labrunner.errors",
     "RunHeldError": "labrunner.errors",
@@ -59,7 +60,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from labrunner.errors import (
         ArtifactError, BackendError, ConfigError, FindingsError, HandlerError, HandlerReturnError, InputError,
-        LabrunnerError, MetricError, PlanError, RecordError, RunHeldError, RunLockedError, RunRefusedError,
+        LabrunnerError, MetricError, PlanError, RecordError, RunHeldError, RunLockedError, RunRefusedError, StorageError,
     )
     from labrunner.state import ExperimentStatus, RunStatus
     from labrunner.execution import Backend, LocalBackend, SubRun, run_sub

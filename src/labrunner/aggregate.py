@@ -17,9 +17,12 @@ from typing import Any
 
 from labrunner import verdicts
 from labrunner.errors import RecordError
+from labrunner.files import atomic_write_text, atomic_writer
 from labrunner.plan import Criterion, Plan, resolved_direction
 from labrunner.records import read_record
 from labrunner.state import ExperimentStatus, RunState, RunStatus, experiment_status, run_states, sub_status
+from labrunner.sweeps import collect_sweeps, write_sweep_plots
+from labrunner.wording import SIGNIFICANT_DIGITS
 from labrunner.yamlio import load_yaml, write_yaml
 
 __all__ = [
@@ -76,6 +79,10 @@ def _run_entry(plan: Plan, state: RunState, held_by: str | None) -> dict[str, An
         entry["held_by"] = held_by
     if state.earlier:
         entry["earlier"] = state.earlier
+    if record.get("executor"):  # the job that made the record: SLURM job id and node, or local
+        entry["executor"] = record["executor"]
+    if record.get("modal_call_id"):
+        entry["modal_call_id"] = record["modal_call_id"]
     return entry
 
 
@@ -111,7 +118,43 @@ def _criterion_dict(crit: Criterion) -> dict[str, Any]:
             "direction": resolved_direction(crit)}
     if crit.from_sub:
         data["from"] = crit.from_sub
+    if crit.value_range is not None:
+        data["range"] = list(crit.value_range)
+    if crit.compare is not None:
+        data.update(compare={"treatment": crit.compare.treatment, "baseline": crit.compare.baseline},
+                    metric=crit.metric, paired_by=crit.paired_by)
     return data
+
+
+def _measured_metric(name: str, crit: Criterion) -> str:
+    """The metric a criterion reads from the subs: its own name, or a comparison's `metric`."""
+    return crit.metric if crit.compare is not None and crit.metric else name
+
+
+def judge_criteria(plan: Plan, experiment_id: str, observations: Mapping[str, list[verdicts.Observation]],
+                   subs: Mapping[str, Any]) -> list[verdicts.Verdict]:
+    """One verdict per criterion: comparisons on their pair of subs; `from: <swept sub>` picks the
+    best of that sweep's combinations (a selection, like a criterion without from:)."""
+    experiment = plan.experiments[experiment_id]
+    borderline_pct = plan.model.defaults.borderline_pct
+    sweeps = plan.sweeps(experiment_id)
+    reported = {sub_id: sorted({name for run in (sub.get("seeds") or [sub]) for name in (run.get("metrics") or {})})
+                for sub_id, sub in subs.items()}
+    judged = []
+    for name, crit in experiment.success_criteria.items():
+        values = observations[_measured_metric(name, crit)]
+        if crit.compare is not None:
+            judged.append(verdicts.evaluate_comparison(name, crit.resolved(), values, borderline_pct=borderline_pct,
+                                                       reported=reported))
+            continue
+        if crit.from_sub in sweeps:
+            combinations = {spec.sub_id for spec in sweeps[crit.from_sub]}
+            values = [obs for obs in values if obs.sub_id in combinations]
+            crit = crit.resolved(from_sub=None)
+        judged.append(verdicts.evaluate_criterion(name, crit.resolved(), values, borderline_pct=borderline_pct))
+    return judged
+
+
 
 
 def collect_experiment(plan: Plan, experiment_id: str, stub: bool = False, states: list[RunState] | None = None,
@@ -121,7 +164,8 @@ def collect_experiment(plan: Plan, experiment_id: str, stub: bool = False, state
     experiment = plan.experiments[experiment_id]
     states = run_states(plan, experiment_id, stub) if states is None else states
     subs: dict[str, Any] = {}
-    observations: dict[str, list[verdicts.Observation]] = {metric: [] for metric in experiment.success_criteria}
+    observations: dict[str, list[verdicts.Observation]] = {
+        _measured_metric(name, crit): [] for name, crit in experiment.success_criteria.items()}
     for spec in plan.subs(experiment_id, include_skipped=True):
         if spec.skip_reason is not None:
             subs[spec.sub_id] = {"name": spec.name, "status": SKIPPED, "skip_reason": spec.skip_reason}
@@ -143,9 +187,7 @@ def collect_experiment(plan: Plan, experiment_id: str, stub: bool = False, state
                 if isinstance(value, (int, float)) and not isinstance(value, bool):
                     observations[metric].append(verdicts.Observation(spec.sub_id, run["seed"], float(value)))
     status = experiment_status(RunStatus(sub["status"]) for sub in subs.values())
-    borderline_pct = plan.model.defaults.borderline_pct
-    judged = [verdicts.evaluate_criterion(metric, crit.resolved(), observations[metric], borderline_pct=borderline_pct)
-              for metric, crit in experiment.success_criteria.items()]
+    judged = judge_criteria(plan, experiment_id, observations, subs)
     counts = {key.value: sum(1 for sub in subs.values() if sub["status"] == key) for key in RunStatus}
     result: dict[str, Any] = {
         "experiment": experiment_id,
@@ -166,6 +208,9 @@ def collect_experiment(plan: Plan, experiment_id: str, stub: bool = False, state
         result["held_by"] = held_by
     if gates_ignored:
         result["gates_ignored"] = gates_ignored
+    sweeps = collect_sweeps(plan, experiment_id, subs, observations, stub)
+    if sweeps:
+        result["sweeps"] = sweeps
     if experiment.info:
         result["plan_notes"] = experiment.info
     return result
@@ -320,11 +365,13 @@ def metrics_markdown(results: Mapping[str, Any]) -> str:
     if frame.empty:
         return title + "No sub-experiment has results yet.\n"
     shown = frame.astype(object).where(frame.notna(), None)  # a metric a run did not report: blank
-    text = title + tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=".4g", missingval="") + "\n"
+    digits = f".{SIGNIFICANT_DIGITS}g"
+    text = title + tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=digits, missingval="") + "\n"
     multi = frame.groupby("sub", sort=False).filter(lambda group: len(group) > 1)
     if not multi.empty:
         numeric = multi.drop(columns=["seed", "status"]).apply(pd.to_numeric, errors="coerce").assign(sub=multi["sub"]).groupby("sub", sort=False)
-        summary = numeric.mean(numeric_only=True).round(6).astype(str) + " ± " + numeric.std(numeric_only=True).round(6).astype(str)
+        summary = (numeric.mean(numeric_only=True).map(lambda v: f"{v:{digits}}") + " ± "
+                   + numeric.std(numeric_only=True).map(lambda v: f"{v:{digits}}"))
         summary.insert(0, "n", numeric.size())
         text += "\n## Mean ± sd over seeds\n\n" + tabulate(summary, headers="keys", tablefmt="github") + "\n"
     return text
@@ -342,6 +389,9 @@ def plot_criteria(results: Mapping[str, Any], path: Path) -> None:
     figure, axes = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
     colors = {"target": "tab:green", "acceptable": "tab:orange", "failure": "tab:red"}
     for axis, (metric, crit) in zip(axes[0], criteria.items() or [("no criteria", {})]):
+        if crit.get("compare"):
+            draw_comparison(axis, metric, crit, (results.get("verdicts") or {}).get(metric) or {})
+            continue
         labels, means = [], []
         for position, (sub_id, sub) in enumerate(item for item in results["subs"].items() if item[1]["status"] != SKIPPED):
             runs = sub.get("seeds") or [sub]
@@ -364,25 +414,52 @@ def plot_criteria(results: Mapping[str, Any], path: Path) -> None:
             axis.legend(fontsize=7, loc="best", markerscale=0.4)
     figure.suptitle(results["name"], fontsize=11)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    figure.savefig(tmp, dpi=110)
+    with atomic_writer(path) as handle:
+        figure.savefig(handle, format="png", dpi=110)
     plt.close(figure)
-    os.replace(tmp, path)
+
+
+def draw_comparison(axis: Any, name: str, crit: Mapping[str, Any], verdict: Mapping[str, Any]) -> None:
+    """A comparison criterion's panel: each seed's difference (or each side's values, unpaired),
+    the mean difference with its 95% interval, zero and the tiers."""
+    detail = verdict.get("comparison") or {}
+    rows = detail.get("rows") or []
+    treatment, baseline = crit["compare"]["treatment"], crit["compare"]["baseline"]
+    if detail.get("method") == "paired t":
+        differences = [row["difference"] for row in rows if row["difference"] is not None]
+        axis.scatter([0.0] * len(differences), differences, color="black", s=12, zorder=3, label="per seed")
+    else:
+        for x, side in ((-0.15, "treatment"), (0.15, "baseline")):
+            values = [row[side] - detail["baseline_mean"] for row in rows if row[side] is not None]
+            axis.scatter([x] * len(values), values, s=12, zorder=3, label=f"{side} seeds − baseline mean")
+    if verdict.get("value") is not None:
+        ci = verdict.get("ci95")
+        error = [[verdict["value"] - ci[0]], [ci[1] - verdict["value"]]] if ci else None
+        axis.errorbar([0.0], [verdict["value"]], yerr=error, fmt="_", markersize=30, capsize=8, color="tab:blue",
+                      zorder=2, label="mean, 95% CI" if ci else "mean")
+    axis.axhline(0.0, color="grey", linewidth=0.8)
+    colors = {"target": "tab:green", "acceptable": "tab:orange", "failure": "tab:red"}
+    for tier in ("target", "acceptable", "failure"):
+        if crit.get(tier) is not None:
+            axis.axhline(crit[tier], color=colors[tier], linestyle="--", linewidth=1, label=f"{tier} {crit[tier]:g}")
+    axis.set_xlim(-0.6, 0.6)
+    axis.set_xticks([0.0], [f"{treatment} − {baseline}"])
+    axis.set_title(f"{name}: {crit.get('metric')} difference ({crit.get('direction')} is better)", fontsize=10)
+    axis.legend(fontsize=7, loc="best", markerscale=0.6)
 
 
 def write_experiment_outputs(plan: Plan, experiment_id: str, stub: bool, results_path: Path,
-                             table_md: Path, table_csv: Path, plot_path: Path, ignore_gates: bool = False) -> dict[str, Any]:
-    """The experiment aggregate: results.yaml, metrics.md, metrics.csv, criteria.png."""
+                             table_md: Path, table_csv: Path, plot_path: Path, ignore_gates: bool = False,
+                             sweeps_dir: Path | None = None) -> dict[str, Any]:
+    """The experiment aggregate: results.yaml, metrics.md, metrics.csv, criteria.png, sweeps/<sub>.png."""
     results = collect_project(plan, stub, ignore_gates, only=[experiment_id]).experiments[experiment_id]
-    write_experiment_files(plan, results, results_path, table_md, table_csv, plot_path)
+    write_experiment_files(plan, results, results_path, table_md, table_csv, plot_path, sweeps_dir)
     return results
 
 
 def write_experiment_files(plan: Plan, results: dict[str, Any], results_path: Path, table_md: Path, table_csv: Path,
-                           plot_path: Path) -> None:
+                           plot_path: Path, sweeps_dir: Path | None = None) -> None:
     from labrunner.records import now_iso
-    from labrunner.yamlio import atomic_write_text
 
     results["generated_at"] = now_iso()
     frame = metrics_frame(results)
@@ -390,6 +467,8 @@ def write_experiment_files(plan: Plan, results: dict[str, Any], results_path: Pa
     atomic_write_text(Path(table_md), metrics_markdown(results))
     plot_criteria(results, Path(plot_path))
     results["plot"] = _project_path(plan, Path(plot_path).resolve())
+    if sweeps_dir is not None:
+        write_sweep_plots(results, Path(sweeps_dir))
     write_yaml(Path(results_path), results)
 
 

@@ -1,13 +1,15 @@
-"""The `labrunner` command: validate a plan, run one sub-experiment, show the status table."""
+"""The `labrunner` command: validate a plan, run one sub-experiment, show the status table.
+init, new, guide and the --json forms live in labrunner.commands, with the exit codes."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from labrunner.errors import LabrunnerError, RunRefusedError
 
@@ -18,14 +20,19 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3  # REFUSED: not run, nothing changed
+EXIT_CLOSED_PIPE = 128 + 13  # what a program killed by SIGPIPE returns: `labrunner status | head`
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labrunner", description="Run a research plan's experiments.")
+    from labrunner.commands import EXIT_CODES, add_commands
+
+    parser = argparse.ArgumentParser(prog="labrunner", description="Run a research plan's experiments.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     validate = commands.add_parser("validate", help="check research_plan.yaml and its handlers; print a summary")
     validate.add_argument("--plan", type=Path, default=None, help="plan file (default: research/research_plan.yaml)")
+    validate.add_argument("--json", action="store_true", help="print the result as JSON (schema in docs/cli.md)")
 
     run = commands.add_parser("run", help="run one sub-experiment and write its records")
     run.add_argument("experiment", help="experiment id")
@@ -45,6 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="table of what passed, failed, is pending")
     status.add_argument("--plan", type=Path, default=None)
     status.add_argument("--stub", action="store_true", help="show the stub tree")
+    status.add_argument("--json", action="store_true", help="print everything as JSON, with the next commands "
+                        "(schema in docs/cli.md)")
+    add_commands(commands)
     return parser
 
 
@@ -55,11 +65,15 @@ def _plan_path(value: Path | None) -> Path:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    if args.json:
+        from labrunner.commands import cmd_validate_json
+
+        return cmd_validate_json(args)
     from labrunner.plan import load_plan
     from labrunner.summary import plan_summary
 
     plan = load_plan(_plan_path(args.plan))
-    print(plan_summary(plan))
+    _say(plan_summary(plan))
     return EXIT_OK
 
 
@@ -88,7 +102,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = run_sub(plan, spec, seed, stub=args.stub, results_root=args.results_dir, backend=backend)
     from labrunner.summary import describe_run
 
-    print(describe_run(outcome.record, outcome.paths, plan.root), file=sys.stdout if outcome.ok else sys.stderr)
+    _say(describe_run(outcome.record, outcome.paths, plan.root), sys.stdout if outcome.ok else sys.stderr)
     code = EXIT_OK if outcome.ok else EXIT_FAILED
     if outcome.tracking_hung:
         # wandb's exit hooks would wait on the call that already hung; the records are written
@@ -137,25 +151,67 @@ def _backend(name: str, plan: Plan) -> Backend:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.json:
+        from labrunner.commands import cmd_status_json
+
+        return cmd_status_json(args)
     from labrunner.plan import load_plan
     from labrunner.summary import status_report
 
     plan = load_plan(_plan_path(args.plan), check_handlers=False)
     text, failed = status_report(plan, stub=args.stub)
-    print(text)
+    _say(text)
     return EXIT_FAILED if failed else EXIT_OK
+
+
+def _say(text: str, stream: TextIO | None = None) -> None:
+    """Print what labrunner has to say, secrets masked: a handler's error message or finding
+    can hold a token, and the console is copied into Snakemake's log."""
+    from labrunner.redact import redact
+
+    print(redact(text), file=stream or sys.stdout)
+
+
+def _storage_error(exc: OSError) -> LabrunnerError | None:
+    """A full disk or a read-only folder met outside labrunner's own writers (a mkdir, say)."""
+    from labrunner.files import is_disk_full, storage_error
+
+    if is_disk_full(exc) or exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return storage_error(exc, Path(exc.filename or "."))
+    return None
+
+
+def _reader_left() -> int:
+    """The reader of our output went away (`labrunner status | head`): stop quietly. Output
+    goes to /dev/null from here on, so that Python's last flush at exit does not complain."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return EXIT_CLOSED_PIPE
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    handlers = {"validate": cmd_validate, "run": cmd_run, "status": cmd_status}
+    from labrunner.commands import HANDLERS
+
+    handlers = {"validate": cmd_validate, "run": cmd_run, "status": cmd_status, **HANDLERS}
     try:
-        return handlers[args.command](args)
+        code = handlers[args.command](args)
+        sys.stdout.flush()  # here, where a closed pipe can be handled, not at exit
+        return code
+    except BrokenPipeError:
+        return _reader_left()
     except RunRefusedError as exc:
-        print(f"labrunner {args.command}: {exc}", file=sys.stderr)
+        _say(f"labrunner {args.command}: {exc}", sys.stderr)
         return EXIT_REFUSED
     except LabrunnerError as exc:
-        print(f"labrunner {args.command}: {exc}", file=sys.stderr)
+        _say(f"labrunner {args.command}: {exc}", sys.stderr)
+        return EXIT_FAILED
+    except OSError as exc:
+        problem = _storage_error(exc)
+        if problem is None:
+            raise
+        _say(f"labrunner {args.command}: {problem}", sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("labrunner: interrupted", file=sys.stderr)

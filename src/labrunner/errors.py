@@ -12,9 +12,12 @@
     │   ├── MetricError              ...logged a metric that is not a number
     │   └── ArtifactError            ...named an artifact outside its folder, or writing it failed
     ├── BackendError                 a backend could not run a job (no Modal token, ...)
-    └── RunRefusedError              a run was not started, and nothing was changed
-        ├── RunLockedError           ...another attempt of the same run holds its lock
-        └── RunHeldError             ...it waits for a dependency or a gate that is not passed
+    ├── RunRefusedError              a run was not started, and nothing was changed
+    │   ├── RunLockedError           ...another attempt of the same run holds its lock
+    │   └── RunHeldError             ...it waits for a dependency or a gate that is not passed
+    └── StorageError                 labrunner could not write one of its files (no space left on
+                                     device, a read-only folder, a folder where a file belongs);
+                                     an OSError too
 
 Errors raised inside a handler's process become failure records, never tracebacks of ours: the
 message of each class here is written to be read by the researcher as it stands.
@@ -42,6 +45,7 @@ __all__ = [
     "RunHeldError",
     "RunLockedError",
     "RunRefusedError",
+    "StorageError",
 ]
 
 
@@ -129,3 +133,16 @@ class RunLockedError(RunRefusedError):
 class RunHeldError(RunRefusedError):
     """Raised when a sub's experiment waits for a dependency that has not completed, or for a gate
     that has not passed (unless gates are ignored for the run)."""
+
+
+class StorageError(LabrunnerError, OSError):
+    """Raised when labrunner cannot write one of its own files: no space left on device (with how
+    much was free), a read-only folder, a folder where the file belongs. It is an OSError as well,
+    so code that already handles OSError (an artifact write, say) handles it too."""
+
+    def __init__(self, path: str | Path, reason: str, errno_code: int | None = None) -> None:
+        OSError.__init__(self, errno_code, reason, str(path))
+        self.path, self.reason = str(path), reason
+
+    def __str__(self) -> str:
+        return f"cannot write {self.path}: {self.reason}"

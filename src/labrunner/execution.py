@@ -4,15 +4,17 @@
 failure.yaml, starts the W&B run, asks a backend to run the handler once per attempt (retrying
 failed attempts up to `retries`), forwards logged metrics to W&B as they arrive, and writes the
 result or failure record. The local backend supervises the handler in a child process, so a
-timeout, a segfault or a SIGKILL of the handler still ends in a failure record.
+timeout, a segfault or a SIGKILL of the handler still ends in a failure record, and every process
+the handler started ends with its attempt (see `labrunner.proctree`).
 """
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import platform
+import re
+import select
 import signal
 import subprocess
 import sys
@@ -27,16 +29,19 @@ from types import FrameType
 from typing import Any, TextIO
 
 from labrunner import __version__
+from labrunner.executor import current_executor
+from labrunner.files import AppendLog, SpaceReserve, is_disk_full, storage_error
 from labrunner.hints import hint_for
 from labrunner.layout import RunPaths, results_root as default_results_root, run_dir
 from labrunner.plan import Plan, SubSpec
-from labrunner.records import COMPLETED, FAILED, mark_running, now_iso, write_failure, write_result
+from labrunner.proctree import ATTEMPT_MARK_ENV, TREE_SCAN_EVERY_S, ProcessTree
+from labrunner.records import RECORD_RESERVE_BYTES, COMPLETED, FAILED, mark_running, now_iso, write_final
 from labrunner.redact import redact, secret_values
 from labrunner.runner import RunContext
 from labrunner.locks import RunLock
 from labrunner.sources import code_hashes, file_sha256
 from labrunner.tracking import Tracker, TrackingRequest, effective_mode, project_slug, start_tracking
-from labrunner.worker import error_outcome, handler_location, is_project_file
+from labrunner.worker import SUPERVISOR_PID_ENV, error_outcome, handler_location, is_project_file
 
 __all__ = ["AttemptRequest", "Backend", "LocalBackend", "SubRun", "run_sub"]
 
@@ -68,29 +73,136 @@ class Backend(ABC):
 
 
 class _OutputPump(threading.Thread):
-    """Copies the handler's output to the console (prefixed) and to run.log (as is)."""
+    """Copies the handler's output to the console (prefixed) and to run.log.
+
+    Whole lines go to both as they come. A progress bar (tqdm, or anything that redraws its line
+    after a carriage return) never ends its line until it is done, so its updates are shown as
+    lines of their own: the latest state at most once every PROGRESS_CONSOLE_EVERY_S on the
+    console and once every PROGRESS_LOG_EVERY_S in run.log (so a stalled bar shows where it
+    stopped, without flooding either); the final state, ended by a newline, always reaches both.
+    """
 
     def __init__(self, stream: Any, log: TextIO, console: TextIO, label: str) -> None:
         super().__init__(name="labrunner-output", daemon=True)
         self._stream, self._log, self._console, self._label = stream, log, console, label
         self._secrets = secret_values()
+        self._line = b""  # the current line, not yet ended by a newline
+        self._log_closed = False
+        self._log_failed = False  # a full disk: the console goes on, run.log does not
+        self._log_note = ""
+        self._shown = {"console": _Throttle(PROGRESS_CONSOLE_EVERY_S), "log": _Throttle(PROGRESS_LOG_EVERY_S)}
 
     def run(self) -> None:
+        descriptor = self._stream.fileno()
         try:
-            for raw in iter(self._stream.readline, b""):
-                line = redact(raw.decode("utf-8", errors="replace"), self._secrets)
-                try:
-                    self._log.write(line)
-                    self._log.flush()
-                except ValueError:  # run.log is closed: the attempt is over, a process it left still writes
-                    return
-                try:
-                    self._console.write(f"[{self._label}] {line}" if line.endswith("\n") else f"[{self._label}] {line}\n")
-                    self._console.flush()
-                except (OSError, ValueError):
-                    pass  # a closed console must not stop run.log
+            while not self._log_closed:
+                ready, _, _ = select.select([descriptor], [], [], self._next_progress_due_s())
+                if ready:
+                    chunk = os.read(descriptor, _READ_BYTES)
+                    if not chunk:
+                        break
+                    self._feed(chunk)
+                self._show_progress()
+            if self._line and not self._log_closed:
+                self._emit_line(_visible(self._line))
         finally:
             self._stream.close()  # here, not by the supervisor: closing blocks while a read is pending
+
+    def _feed(self, chunk: bytes) -> None:
+        data = self._line + chunk
+        start = 0
+        while (end := data.find(b"\n", start)) >= 0:
+            self._emit_line(_visible(data[start:end]))
+            start = end + 1
+        self._line = data[start:]
+        if len(self._line) > _MAX_LINE_BYTES and b"\r" not in self._line:  # output that never ends a line
+            self._emit_line(self._line)
+            self._line = b""
+
+    def _emit_line(self, raw: bytes) -> None:
+        text = redact(raw.decode("utf-8", errors="replace"), self._secrets)
+        self._write_log(text)
+        self._write_console(text)
+        if self._log_note:  # after the line run.log could not take, said once
+            self._write_console(self._log_note, prefixed=False)
+            self._log_note = ""
+        for throttle in self._shown.values():
+            throttle.line_ended()
+
+    def _show_progress(self) -> None:
+        if b"\r" not in self._line:
+            return
+        state = _visible(self._line)
+        now = time.monotonic()
+        for where, throttle in self._shown.items():
+            if throttle.due(state, now):
+                text = redact(state.decode("utf-8", errors="replace"), self._secrets)
+                self._write_log(text) if where == "log" else self._write_console(text)
+
+    def _next_progress_due_s(self) -> float | None:
+        if b"\r" not in self._line:
+            return None
+        state, now = _visible(self._line), time.monotonic()
+        waits = [throttle.wait_s(state, now) for throttle in self._shown.values()]
+        pending = [wait for wait in waits if wait is not None]
+        return min(pending) if pending else None
+
+    def _write_log(self, text: str) -> None:
+        if self._log_failed:
+            return
+        try:
+            self._log.write(text + "\n")
+            self._log.flush()
+        except ValueError:  # run.log is closed: the attempt is over, a process it left still writes
+            self._log_closed = True
+        except OSError as exc:  # a full disk: keep the console going and the handler's pipe drained
+            self._log_failed = True
+            self._log_note = f"labrunner: the rest of this output is not in run.log: {exc}\n"
+
+    def _write_console(self, text: str, prefixed: bool = True) -> None:
+        try:
+            self._console.write(f"[{self._label}] {text}\n" if prefixed else text)
+            self._console.flush()
+        except (OSError, ValueError):
+            pass  # a closed console must not stop run.log
+
+
+PROGRESS_CONSOLE_EVERY_S = 2.0
+PROGRESS_LOG_EVERY_S = 30.0
+_READ_BYTES = 65536
+_MAX_LINE_BYTES = 65536
+
+
+def _visible(line: bytes) -> bytes:
+    """What a terminal shows of a line redrawn after carriage returns: its last non-empty part
+    (without the padding that progress bars add to cover a longer earlier state)."""
+    if b"\r" not in line:
+        return line
+    parts = [part for part in line.split(b"\r") if part.strip()]
+    return parts[-1].rstrip() if parts else line.replace(b"\r", b"")
+
+
+@dataclass
+class _Throttle:
+    """When the next progress state of the current line may be shown on one output."""
+
+    every_s: float
+    last_shown_s: float = -float("inf")
+    last_state: bytes | None = None
+
+    def wait_s(self, state: bytes, now: float) -> float | None:
+        if state == self.last_state:
+            return None
+        return max(0.0, self.last_shown_s + self.every_s - now)
+
+    def due(self, state: bytes, now: float) -> bool:
+        if self.wait_s(state, now) != 0.0:
+            return False
+        self.last_shown_s, self.last_state = now, state
+        return True
+
+    def line_ended(self) -> None:
+        self.last_state = None
 
 
 class LocalBackend(Backend):
@@ -108,53 +220,69 @@ class LocalBackend(Backend):
         for stale in (outcome_path, crash_path):
             stale.unlink(missing_ok=True)
         context_path.write_text(request.context.to_json(), encoding="utf-8")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        tree_mark = f"{request.context.run_id}-{attempt}-{uuid.uuid4().hex[:8]}"
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", SUPERVISOR_PID_ENV: str(os.getpid()), ATTEMPT_MARK_ENV: tree_mark}
         command = [sys.executable, "-m", "labrunner.worker", str(context_path), str(outcome_path), str(crash_path)]
-        with request.paths.log.open("a", encoding="utf-8") as log:
+        with AppendLog(request.paths.log) as log:
             log.write(f"=== {request.label}: run {request.context.run_id}, attempt {attempt}, started {now_iso()} ===\n")
             log.flush()
             # signal forwarding is in place before the handler starts: a Ctrl-C at any moment
             # reaches it (or, arriving first, is passed on the moment it starts)
             with _StopSignals() as stops:
+                # no preexec_fn: Python code between fork and exec can deadlock on a lock held by
+                # one of our threads (metrics forwarder, W&B); the worker asks to die with us itself
                 process = subprocess.Popen(
                     command, cwd=request.context.project_root, env=env, stdin=subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-                    preexec_fn=_die_with_parent,
                 )
                 stops.attach(process.pid)
+                tree = ProcessTree(process.pid, tree_mark)
                 pump = _OutputPump(process.stdout, log, request.console, request.label)
                 pump.start()
-                timed_out = _wait(process, request.timeout_s, crash_path)
+                timed_out = _wait(process, request.timeout_s, tree)
             _kill_group(process.pid)  # children the handler left behind die with it
-            pump.join(timeout=5.0)  # not longer: a process that left the group may hold the pipe for ever
+            sweep = tree.sweep()  # and so do those that left its group
+            pump.join(timeout=5.0)  # not longer: a process that could not be killed may hold the pipe for ever
         outcome = _read_outcome(outcome_path)
         if outcome is None:
             outcome = _death_outcome(process.returncode, timed_out, request, crash_path, stops.stopped)
+        else:
+            outcome = _stopped_from_outside_first(outcome, stops.stopped)
+        outcome["warnings"] = [*outcome.get("warnings", []), *sweep.warnings()]
         return outcome
 
 
-def _die_with_parent() -> None:
-    """In the handler's process, before it starts: on Linux, ask the kernel to kill it when the
-    supervisor dies (killed outright, say), so that no orphaned handler keeps a GPU busy."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        pr_set_pdeathsig = 1
-        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
-
-
-def _wait(process: subprocess.Popen[bytes], timeout_s: float, crash_path: Path) -> bool:
-    """Wait for the handler; past the deadline, take its stack, then stop it. True if timed out."""
-    try:
-        process.wait(timeout=timeout_s)
-        return False
-    except subprocess.TimeoutExpired:
-        pass
+def _wait(process: subprocess.Popen[bytes], timeout_s: float, tree: ProcessTree) -> bool:
+    """Wait for the handler, noting its descendants as it goes; past the deadline, take its
+    stack, then stop it. True if timed out."""
+    deadline_s = time.monotonic() + timeout_s
+    while (left_s := deadline_s - time.monotonic()) > 0:
+        try:
+            process.wait(timeout=min(TREE_SCAN_EVERY_S, left_s))
+            return False
+        except subprocess.TimeoutExpired:
+            tree.scan()
     _signal_group(process.pid, signal.SIGUSR1)  # faulthandler writes every thread's stack
     time.sleep(TIMEOUT_DUMP_WAIT_S)
     _signal_group(process.pid, signal.SIGKILL)
     process.wait()
     return True
+
+
+def _stopped_from_outside_first(outcome: dict[str, Any], stopped: list[str]) -> dict[str, Any]:
+    """A failure after this process forwarded a stop is that stop, whatever the handler then
+    raised: a library that installs its own SIGINT/SIGTERM handler turns it into SystemExit or
+    a KeyboardInterrupt of its own, and a stopped run must not be retried."""
+    error = outcome.get("error") or {}
+    if not stopped or outcome.get("status") != FAILED or error.get("type") in _STOP_TYPES:
+        return outcome
+    error_type = _STOP_TYPES[0] if stopped[0] == "SIGINT" else _STOP_TYPES[1]
+    message = f"the run was stopped by {stopped[0]}; the handler then ended with {error.get('type')}: {error.get('message')}"
+    return {**outcome, "error": {**error, "type": error_type, "message": message,
+                                 "hint": hint_for(error_type, message, error.get("traceback") or "")}}
+
+
+_STOP_TYPES = ("Interrupted", "Terminated")
 
 
 class _StopSignals:
@@ -223,18 +351,17 @@ def _death_outcome(returncode: int, timed_out: bool, request: AttemptRequest, cr
         minutes = request.timeout_s / 60
         error_type = "Timeout"
         message = f"the handler ran past its timeout of {minutes:g} min ({request.timeout_s:g} s) and was stopped"
+    elif stopped:  # however the process then ended: a second signal may have cut its report short
+        error_type = "Interrupted" if stopped[0] == "SIGINT" else "Terminated"
+        ended = (f"did not stop within {TERMINATE_GRACE_S:g}s and was killed" if returncode == -signal.SIGKILL
+                 else f"{_how_it_ended(returncode)} without reporting")
+        message = f"the run was stopped by {stopped[0]} (the handler process then {ended})"
+    elif returncode == -signal.SIGKILL:
+        error_type = "Killed"
+        message = "the handler process was killed by SIGKILL: the out-of-memory killer, or a kill from outside"
     elif returncode < 0:
-        name = signal.Signals(-returncode).name if -returncode in signal.Signals._value2member_map_ else f"signal {-returncode}"
-        if -returncode == signal.SIGKILL:
-            error_type = "Killed"
-            message = ("the handler process was killed by SIGKILL: the out-of-memory killer, or a kill from outside"
-                       + (f" after {stopped[0]} was not obeyed within {TERMINATE_GRACE_S:g}s" if stopped else ""))
-        elif stopped:
-            error_type = "Interrupted" if stopped[0] == "SIGINT" else "Terminated"
-            message = f"the run was stopped by {stopped[0]}"
-        else:
-            error_type = "Crash"
-            message = f"the handler process crashed with {name}"
+        error_type = "Crash"
+        message = f"the handler process crashed with {_signal_name(-returncode)}"
     else:
         error_type = "Exited"
         message = (f"the handler process exited with code {returncode} before reporting a result "
@@ -246,6 +373,14 @@ def _death_outcome(returncode: int, timed_out: bool, request: AttemptRequest, cr
         "warnings": [],
         "exit": {"returncode": returncode},
     }
+
+
+def _signal_name(number: int) -> str:
+    return signal.Signals(number).name if number in signal.Signals._value2member_map_ else f"signal {number}"
+
+
+def _how_it_ended(returncode: int) -> str:
+    return f"died of {_signal_name(-returncode)}" if returncode < 0 else f"exited with code {returncode}"
 
 
 _FAULTHANDLER_FRAME = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+) in (?P<function>.+)$')
@@ -271,6 +406,7 @@ class _MetricsForwarder:
     offset: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
+    _draining: threading.Lock = field(default_factory=threading.Lock)  # stop() drains while the loop may still be
 
     def start(self) -> None:
         self.offset = self.path.stat().st_size if self.path.exists() else 0
@@ -282,6 +418,10 @@ class _MetricsForwarder:
             self.drain()
 
     def drain(self) -> None:
+        with self._draining:  # one reader at a time, so no line is sent twice
+            self._drain()
+
+    def _drain(self) -> None:
         if not self.path.exists():
             return
         with self.path.open("rb") as handle:
@@ -394,18 +534,52 @@ def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = 
     lock = RunLock(paths.lock, label)
     lock_warning = lock.acquire(started_at, " ".join(sys.argv))
     try:
-        return _run_locked(plan, spec, seed, stub, backend, console, root, paths, label, started_at,
-                           [lock_warning] if lock_warning else [])
+        with _DeferredStops() as stops:
+            return _run_locked(plan, spec, seed, stub, backend, console, root, paths, label, started_at,
+                               [lock_warning] if lock_warning else [], stops)
     finally:
         lock.release()
 
 
+class _DeferredStops:
+    """Outside an attempt (before it, between retries, while the records are written) a Ctrl-C or
+    SIGTERM must not kill this process half-way through a record: the next run would call the
+    attempt "Lost". It is noted instead: no new attempt starts, and the run ends once its record
+    is written. During an attempt, _StopSignals takes over and forwards it to the handler."""
+
+    def __init__(self) -> None:
+        self.stopped: list[str] = []
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_DeferredStops":
+        if threading.current_thread() is threading.main_thread():  # signals can only be caught there
+            self._previous = {sig: signal.signal(sig, self._note) for sig in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        self.stopped.append(signal.Signals(signum).name)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _stopped_before_attempt(stopped: list[str]) -> dict[str, Any]:
+    name = stopped[0]
+    error_type = "Interrupted" if name == "SIGINT" else "Terminated"
+    message = f"the run was stopped by {name} before the attempt started"
+    return {"status": FAILED, "error": {"type": error_type, "message": message, "traceback": None,
+                                        "handler_line": None, "hint": hint_for(error_type, message, "")},
+            "warnings": []}
+
+
 def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backend, console: TextIO, root: Path,
-                paths: RunPaths, label: str, started_at: str, warnings: list[str]) -> SubRun:
+                paths: RunPaths, label: str, started_at: str, warnings: list[str], stops: _DeferredStops) -> SubRun:
     run_id = uuid.uuid4().hex[:12]
     started_s = time.monotonic()
     code = code_hashes(root, spec.handler_file)  # the code this attempt runs, before it can change
     last_failure = mark_running(paths, run_id, started_at, os.getpid(), backend.name)
+    reserve = SpaceReserve.claim(paths.internal / "reserve", RECORD_RESERVE_BYTES)  # for a disk that fills up
     # a new attempt supersedes the old result (kept under history/), as Snakemake would have it
     paths.result.unlink(missing_ok=True)
     params = spec.params_for(stub)
@@ -421,6 +595,10 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
             handler_function=spec.handler_function, run_id=run_id, attempt=attempt,
         )
         request = AttemptRequest(context, paths, spec.timeout_min * 60.0, spec.gpu, label, console)
+        if stops.stopped:  # stopped before this attempt (or between retries): it does not start
+            outcome = _stopped_before_attempt(stops.stopped)
+            attempts.append(outcome)
+            break
         try:
             outcome = backend.run_attempt(request)
         except Exception as exc:  # noqa: BLE001 - a backend that breaks is a failure, not a stuck record
@@ -430,7 +608,7 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
             break
         record = _record(plan, spec, seed, stub, params, backend, run_id, started_at, started_s, attempt, outcome, paths)
         record.update(code=code, retrying=True)
-        write_failure(paths, record, last_failure)
+        write_final(paths, record, last_failure, reserve)
         console.write(f"[{label}] attempt {attempt} failed ({outcome['error']['type']}); retrying\n")
     forwarder.stop()
     attempt_count = len(attempts)
@@ -444,22 +622,24 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
     record["warnings"] = warnings + list(record.get("warnings", [])) + tracker.warnings
     if attempt_count > 1:
         record["failed_attempts"] = [_attempt_summary(index + 1, item) for index, item in enumerate(attempts[:-1])]
-    if ok:
-        write_result(paths, record, last_failure if last_failure else None)
-    else:
-        write_failure(paths, record, last_failure)
-    _cleanup_internal(paths)
+    try:
+        record = write_final(paths, record, last_failure if last_failure else None, reserve)
+    finally:
+        _cleanup_internal(paths)
+    ok = record["status"] == COMPLETED  # a result the disk had no room for is a failure
     return SubRun(COMPLETED if ok else FAILED, record, paths, bool(getattr(tracker, "hung", False)))
 
 
 def _backend_failure(exc: Exception, root: Path) -> dict[str, Any]:
     outcome = error_outcome(exc, root, [])
+    if isinstance(exc, OSError) and is_disk_full(exc):  # labrunner could not write its own files for this attempt
+        exc = storage_error(exc, Path(exc.filename or root))
     outcome["error"]["message"] = f"the {type(exc).__name__} came from the backend, not the handler: {exc}"
     return outcome
 
 
 def _stopped_from_outside(outcome: dict[str, Any]) -> bool:
-    return outcome.get("error", {}).get("type") in ("Interrupted", "Terminated")
+    return outcome.get("error", {}).get("type") in _STOP_TYPES
 
 
 def _attempt_summary(number: int, outcome: dict[str, Any]) -> dict[str, Any]:
@@ -490,6 +670,7 @@ def _record(plan: Plan, spec: SubSpec, seed: int, stub: bool, params: dict[str, 
     record.update({
         "params": params,
         "backend": backend.name,
+        "executor": current_executor(),  # the Snakemake executor's job (SLURM job id, node) or local
         "gpu": spec.gpu,
         "device": outcome.get("device", "cpu"),
         "started_at": started_at,
@@ -508,6 +689,8 @@ def _record(plan: Plan, spec: SubSpec, seed: int, stub: bool, params: dict[str, 
         "python": platform.python_version(),
         "host": platform.node(),
     })
+    if outcome.get("modal_call_id"):  # the Modal call of the last attempt, for Modal's dashboard and logs
+        record["modal_call_id"] = outcome["modal_call_id"]
     if outcome.get("backend_attempts", 1) > 1:  # a backend that had to call again (Modal, connection lost)
         record["backend_attempts"] = outcome["backend_attempts"]
     return record

@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from labrunner.errors import FindingsError, Issue
-from labrunner.yamlio import atomic_write_text
+from labrunner.files import atomic_write_text
+from labrunner.wording import SIGNIFICANT_DIGITS, fmt_interval, fmt_signed
 
 __all__ = ["findings_stamp", "merge_blocks", "render_experiment_findings", "render_project_findings", "write_findings"]
 
 _MARKER = re.compile(r"<!-- labrunner:(?P<kind>begin|end) (?P<name>[A-Za-z0-9_-]+) -->")
-_LEVEL_MARK = {"target met": "✅", "acceptable": "☑️", "below acceptable": "⚠️", "failure": "❌",
+_LEVEL_MARK = {"target met": "✅", "acceptable": "☑️", "misses acceptable": "⚠️", "failure": "❌",
                "not measured": "❔", "invalid": "⛔"}
 _STATUS_MARK = {"completed": "✅", "failed": "❌", "pending": "⏳", "running": "⏳", "skipped": "⏭️",
                 "damaged": "⛔", "passed": "✅", "interrupted": "⏹️", "stale": "♻️", "held": "⏸️"}
@@ -38,7 +39,14 @@ class Document:
 
 
 def _block(name: str, content: str) -> str:
-    return f"<!-- labrunner:begin {name} -->\n{content.rstrip()}\n<!-- labrunner:end {name} -->"
+    return f"<!-- labrunner:begin {name} -->\n{_escape_comments(content).rstrip()}\n<!-- labrunner:end {name} -->"
+
+
+def _escape_comments(content: str) -> str:
+    """Generated text holds what handlers returned (findings, metric names, errors). An HTML comment
+    opener in it would be read as a marker by the next regeneration, or hide the rest of the page
+    when rendered; escaped, it shows as written."""
+    return content.replace("<!--", "&lt;!--")
 
 
 def _spans(text: str, path: str) -> list[tuple[str, int, int]]:
@@ -74,7 +82,7 @@ def merge_blocks(existing: str, blocks: Mapping[str, str], path: str = "FINDINGS
         if name not in blocks:
             continue
         pieces.append(existing[cursor:start])
-        pieces.append(newline + blocks[name].rstrip().replace("\n", newline) + newline)
+        pieces.append(newline + _escape_comments(blocks[name]).rstrip().replace("\n", newline) + newline)
         cursor = end
     pieces.append(existing[cursor:])
     return "".join(pieces)
@@ -101,21 +109,7 @@ def write_findings(path: Path, document: Document) -> None:
             return
     else:
         text = _first_version(document)
-    atomic_write_text_exact(path, text)
-
-
-def atomic_write_text_exact(path: Path, text: str) -> None:
-    """Write without newline translation, so CRLF files stay CRLF."""
-    if "\r\n" not in text:
-        atomic_write_text(path, text)
-        return
-    import tempfile
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)  # byte for byte: CRLF files stay CRLF; a symlink stays a link
 
 
 # --- formatting helpers -------------------------------------------------------------------------
@@ -126,7 +120,7 @@ def _num(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return f"{value:.{SIGNIFICANT_DIGITS}g}"
     return str(value)
 
 
@@ -193,17 +187,86 @@ def _key_metrics_block(results: Mapping[str, Any]) -> str:
     for metric, crit in criteria.items():
         verdict = (results.get("verdicts") or {}).get(metric) or {}
         level = verdict.get("level", "not measured")
-        value = _num(verdict.get("value")) if verdict.get("value") is not None else "—"
-        detail = [part for part in (verdict.get("source_sub"),
-                                    f"{verdict['n_seeds']} seeds" if verdict.get("n_seeds", 0) > 1 else None) if part]
-        if detail:
-            value += f" ({', '.join(detail)})"
+        value = _value_cell(verdict)
         result = f"{_LEVEL_MARK.get(level, '')} {level}" + (" (borderline)" if verdict.get("borderline") else "")
-        lines.append(f"| {_cell(metric)} | {_cell(value)} | {_tier(crit, 'target')} | {_tier(crit, 'acceptable')} "
+        lines.append(f"| {_cell(_metric_cell(metric, crit))} | {_cell(value)} | {_tier(crit, 'target')} | {_tier(crit, 'acceptable')} "
                      f"| {_tier(crit, 'failure')} | {result} |")
         if verdict.get("sentence"):
             sentences.append(f"- {verdict['sentence']}.")
     return "\n".join(lines + [""] + sentences)
+
+
+def _metric_cell(metric: str, crit: Mapping[str, Any]) -> str:
+    compare = crit.get("compare")
+    return f"{metric} ({crit.get('metric')}: {compare['treatment']} − {compare['baseline']})" if compare else metric
+
+
+def _value_cell(verdict: Mapping[str, Any]) -> str:
+    """The value, where it came from (a best-of-k selection says so) and over how many seeds."""
+    value = verdict.get("value")
+    if value is None:
+        return "—"
+    shown = fmt_signed(value) if verdict.get("comparison") else _num(value)
+    candidates = verdict.get("candidates") or []
+    source = f"best of {len(candidates)}: {verdict.get('source_sub')}" if candidates else verdict.get("source_sub")
+    if verdict.get("comparison"):
+        source = "paired" if verdict["comparison"].get("method") == "paired t" else "Welch"
+    detail = [part for part in (source, f"{verdict['n_seeds']} seeds" if verdict.get("n_seeds", 0) > 1 else None) if part]
+    return shown + (f" ({', '.join(detail)})" if detail else "")
+
+
+def _comparisons_section(results: Mapping[str, Any]) -> str:
+    """Per comparison criterion, the per-seed table its verdict rests on."""
+    parts = []
+    for name, verdict in (results.get("verdicts") or {}).items():
+        detail = verdict.get("comparison")
+        if not detail:
+            continue
+        treatment, baseline, paired = detail["treatment"], detail["baseline"], detail["method"] == "paired t"
+        df = f", {detail['df']:.3g} df" if detail.get("df") is not None else ""
+        lines = [f"### Comparison: {name}", "",
+                 f"{detail['metric']}, {treatment} minus {baseline}: {detail['method']} interval{df}.", "",
+                 f"| Seed | {_cell(treatment)} | {_cell(baseline)} | Difference |", "|---|---|---|---|"]
+        for row in detail["rows"]:
+            difference = fmt_signed(row["difference"]) if row.get("difference") is not None else "—"
+            lines.append(f"| {row['seed']} | {_num(row.get('treatment'))} | {_num(row.get('baseline'))} | {difference} |")
+        ci = f" (95% CI {fmt_interval(verdict['ci95'])})" if verdict.get("ci95") else ""
+        what = "mean of the differences" if paired else "difference of the means"
+        lines.append(f"| **Mean** | {_num(detail['treatment_mean'])} | {_num(detail['baseline_mean'])} "
+                     f"| **{fmt_signed(verdict['value'])}**{ci}, {what} |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _sweeps_section(results: Mapping[str, Any]) -> str:
+    """Per sweep: one row per combination, the best per criterion metric in bold and named."""
+    parts = []
+    for sweep_id, sweep in (results.get("sweeps") or {}).items():
+        params, metrics, best = sweep["params"], sweep["metrics"], sweep.get("best") or {}
+        lines = [f"### Sweep: {sweep_id} ({', '.join(params)})", "",
+                 "| " + " | ".join([*map(_cell, params), "Sub", "Status", "Seeds", *map(_cell, metrics)]) + " |",
+                 "|" + "---|" * (len(params) + 3 + len(metrics))]
+        for combo in sweep["combinations"]:
+            cells = [_num(combo["params"][param]) for param in params]
+            cells += [combo["sub"], combo["status"], str(combo["n_seeds"])]
+            for metric in metrics:
+                value = combo["metrics"].get(metric)
+                text = _num(value) if value is not None else ""
+                cells.append(f"**{text}**" if (best.get(metric) or {}).get("sub") == combo["sub"] else text)
+            lines.append("| " + " | ".join(_cell(cell) for cell in cells) + " |")
+        lines.append("")
+        for metric, choice in best.items():
+            setting = ", ".join(f"{key}={_num(value)}" for key, value in choice["params"].items())
+            lines.append(f"- Best {metric}: {setting} (`{choice['sub']}`): {choice['sentence']}.")
+        if not best:
+            lines.append("- No criterion ranks these combinations: add a success criterion on one of their metrics.")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def _sweep_plot_lines(results: Mapping[str, Any], findings_path: Path, root: Path) -> list[str]:
+    return [f"![sweep {sweep_id}]({Path(os.path.relpath(root / sweep['plot'], (root / findings_path).parent)).as_posix()})"
+            for sweep_id, sweep in (results.get("sweeps") or {}).items() if sweep.get("plot")]
 
 
 def _runs_of(sub: Mapping[str, Any]) -> list[Mapping[str, Any]]:
@@ -297,7 +360,10 @@ def _confidence_block(results: Mapping[str, Any]) -> str:
     for metric, verdict in verdicts.items():
         confidence = verdict.get("confidence") or "n/a"
         ci = verdict.get("ci95")
-        basis = (f"mean of {verdict['n_seeds']} seeds, 95% CI {_num(ci[0])}–{_num(ci[1])}" if ci
+        widened = f", widened for the best of {len(verdict['candidates'])}" if verdict.get("candidates") else ""
+        averaged = ("mean difference" if (verdict.get("comparison") or {}).get("method") == "paired t"
+                    else "difference of means" if verdict.get("comparison") else "mean")
+        basis = (f"{averaged} of {verdict['n_seeds']} seeds, 95% CI {fmt_interval(ci)}{widened}" if ci
                  else "single run, no interval" if verdict.get("n_seeds") == 1 else verdict.get("level", ""))
         lines.append(f"- {metric}: {confidence} ({basis})")
         lines += [f"  - {note}" for note in verdict.get("notes") or []]
@@ -318,7 +384,8 @@ def _plots_block(results: Mapping[str, Any], findings_path: Path, root: Path) ->
 
 def _appendix_block(results: Mapping[str, Any], results_file: str) -> str:
     lines = [f"Full record: `{results_file}`; per-run records under each sub's folder.", "",
-             "| Sub | Seed | Params | Backend | Device | Duration | Attempts | W&B |", "|---|---|---|---|---|---|---|---|"]
+             "| Sub | Seed | Params | Backend | Executor | Device | Duration | Attempts | W&B |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for sub_id, sub in (results.get("subs") or {}).items():
         if sub["status"] == "skipped":
             continue
@@ -327,9 +394,19 @@ def _appendix_block(results: Mapping[str, Any], results_file: str) -> str:
             wandb = run.get("wandb") or {}
             tracked = wandb.get("url") or (f"{wandb.get('mode')} {wandb.get('id', '')}".strip() if wandb else "")
             duration = f"{run['duration_s']:.1f}s" if isinstance(run.get("duration_s"), (int, float)) else ""
-            lines.append(f"| {sub_id} | {_num(run.get('seed'))} | {_cell(params)} | {run.get('backend') or ''} "
-                         f"| {run.get('device') or ''} | {duration} | {_num(run.get('attempts'))} | {_cell(tracked)} |")
+            backend = " ".join(filter(None, (run.get("backend"), run.get("modal_call_id"))))
+            lines.append(f"| {sub_id} | {_num(run.get('seed'))} | {_cell(params)} | {_cell(backend)} "
+                         f"| {_cell(_executor_cell(run.get('executor')))} | {run.get('device') or ''} | {duration} "
+                         f"| {_num(run.get('attempts'))} | {_cell(tracked)} |")
     return "\n".join(lines)
+
+
+def _executor_cell(executor: Mapping[str, Any] | None) -> str:
+    """"slurm job 42 on node1", "local on host": where the job ran, as its scheduler names it."""
+    if not executor:
+        return ""
+    job = f" job {executor['job_id']}" if executor.get("job_id") else ""
+    return f"{executor.get('name')}{job} on {executor.get('node')}"
 
 
 def render_experiment_findings(results: Mapping[str, Any], findings_path: Path, root: Path,
@@ -338,10 +415,11 @@ def render_experiment_findings(results: Mapping[str, Any], findings_path: Path, 
     title = results.get("name") or results["experiment"]
     blocks = {
         "status": _status_block(results, results_file),
-        "key-metrics": _key_metrics_block(results),
+        "key-metrics": "\n\n".join(part for part in (_key_metrics_block(results), _comparisons_section(results),
+                                                       _sweeps_section(results)) if part),
         "sub-results": _sub_block(results, findings_path, root),
         "confidence": _confidence_block(results),
-        "plots": _plots_block(results, findings_path, root),
+        "plots": "\n\n".join(_sweep_plot_lines(results, findings_path, root) + [_plots_block(results, findings_path, root)]),
         "appendix": _appendix_block(results, results_file),
     }
     prompt = "> **To write:** "

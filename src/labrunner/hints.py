@@ -26,6 +26,9 @@ class Hint:
 
 
 HINTS: tuple[Hint, ...] = (
+    Hint((), r"No space left on device|Errno 28\]|Disk quota exceeded",
+         "the disk is full: free space (`df -h` shows how much is left, the record's warnings say where), "
+         "or write large files (checkpoints, data) to a bigger disk; then run again"),
     Hint((), r"Can't call numpy\(\) on Tensor that requires grad",
          "call .detach() before .numpy() (or pass the tensor itself to runner.log_metrics / return it: labrunner converts it)"),
     Hint((), r"can't convert (cuda|mps)(:\d+)? device type tensor to numpy",
@@ -64,6 +67,9 @@ HINTS: tuple[Hint, ...] = (
          "the process crashed in native code: the stack above shows the Python line that called it; check library versions (torch, numpy) and inputs"),
     Hint(("Interrupted", "Terminated"), r".",
          "the run was stopped from outside; run the same command again to finish it"),
+    Hint(("SystemExit",), r".",
+         "return a dict instead of exiting; if a library called it (argparse reading sys.argv, a CLI helper), "
+         "pass settings through the plan's params instead"),
     Hint(("HandlerReturnError",), r".",
          "return a dict like {'finding': '...', 'metrics': {'name': number}, 'artifacts': [paths from runner.results]}"),
     Hint(("ArtifactError",), r"could not write",
@@ -72,6 +78,9 @@ HINTS: tuple[Hint, ...] = (
          "name artifacts with a relative path inside the artifacts folder, e.g. 'plots/curve.png'"),
     Hint(("MetricError",), r".",
          "log one number per metric: reduce tensors first (loss.mean()), or save arrays with runner.results.save_json_artifact"),
+    Hint(("NotImplementedError",), r"write the experiment in",
+         "this handler is still the template that `labrunner new` wrote: write the experiment in it (it must return "
+         "{'finding': ..., 'metrics': {...}}), then run the same command again"),
     Hint(("ZeroDivisionError",), r".", "a denominator was zero: check for empty data (a stub run with too little data?)"),
     Hint(("FileNotFoundError",), r".",
          "a file was not found: paths are relative to the project root; put data under the project or use an absolute path"),

@@ -6,11 +6,15 @@ targets of a real run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "MAX_ID_BYTES",
+    "RESERVED_NAMES",
     "RunPaths",
+    "reserved_name_problem",
     "experiment_findings_path",
     "experiment_results_dir",
     "gates_path",
@@ -21,9 +25,36 @@ __all__ = [
 
 STUB_PREFIX = Path("stub")
 
+# The names labrunner gives its own files and folders in the results tree (the aggregates' in
+# rules/aggregate.smk, a run's below): an experiment or sub id spelled like one would put a sub's
+# folder where an aggregate writes, or the reverse. Compared without case, as macOS and Windows
+# file systems do.
+RESERVED_NAMES = frozenset({
+    "results.yaml", "metrics.md", "metrics.csv", "criteria.png", "sweeps", "aggregate.log", "findings.log",  # results/<exp>/
+    "gates.yaml", "gates.log",  # results/
+    "result.yaml", "failure.yaml", "metrics.jsonl", "run.log", "artifacts", "history", "work", "wandb",
+    ".labrunner",  # results/<exp>/<sub>/
+})
+_SEED_DIR = re.compile(r"seed-[0-9]+", re.IGNORECASE)  # results/<exp>/<sub>/seed-<n>/
+# An id is a folder name: NAME_MAX is 255 bytes on every common file system; the rest is room
+# for what tools add to a name (Snakemake's and editors' temporary and backup files).
+MAX_ID_BYTES = 200
+
 
 def _tree(stub: bool) -> Path:
     return STUB_PREFIX if stub else Path()
+
+
+def reserved_name_problem(name: str) -> str | None:
+    """Why `name` cannot be an experiment or sub id, as a folder in the results tree; or None."""
+    if name.casefold() in RESERVED_NAMES or _SEED_DIR.fullmatch(name):
+        taken = ", ".join(sorted(RESERVED_NAMES)) + ", seed-<n>"
+        return f"is a name labrunner gives its own files and folders in the results tree ({taken}); rename it"
+    size = len(name.encode("utf-8"))
+    if size > MAX_ID_BYTES:
+        return (f"is {size} bytes long; an id is a folder name, and the file system allows {MAX_ID_BYTES} "
+                "(255 bytes, less room for what tools add to a name): shorten it")
+    return None
 
 
 def results_root(stub: bool = False) -> Path:

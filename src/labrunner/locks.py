@@ -74,7 +74,10 @@ class RunLock:
         self._fd = fd
         record = {"pid": os.getpid(), "host": socket.gethostname(), "since": since, "command": command}
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+        try:
+            os.pwrite(fd, json.dumps(record).encode("utf-8"), 0)
+        except OSError:
+            pass  # a full disk: the lock holds all the same; only a refusal cannot name its holder
         if previous is None:
             return None
         same_host = previous.host == socket.gethostname()

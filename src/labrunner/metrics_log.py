@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from labrunner.convert import device_scalar, to_number
+from labrunner.files import AppendLog
 
 __all__ = ["MAX_PENDING_LINES", "MPS_READ_EVERY_S", "POLL_S", "MetricsLog"]
 
@@ -117,7 +118,7 @@ class MetricsLog:
 
     def __init__(self, path: Path, run_id: str, attempt: int, warnings: list[str],
                  max_pending_lines: int = MAX_PENDING_LINES, clock: Callable[[], float] = time.monotonic) -> None:
-        self._file = path.open("a", encoding="utf-8")
+        self._file = AppendLog(path)  # unbuffered: each line is on disk when written, a full disk fails the write
         self._attempt = attempt
         self._warnings = warnings  # the runner's list: flagged values and unreadable ones go there
         self._max_pending_lines = max_pending_lines
@@ -171,10 +172,7 @@ class MetricsLog:
         except OSError as exc:
             self._warnings.append(f"{len(self._pending)} metric lines could not be written to metrics.jsonl: {exc}")
             self._pending.clear()
-        try:
-            self._file.close()
-        except OSError:
-            pass
+        self._file.close()
 
     def _convert(self, value: Any, where: str, reads: list[_Read]) -> float | int | _Read:
         tensor = device_scalar(value)
@@ -229,7 +227,6 @@ class MetricsLog:
             parts.append(f"{self._json_keys.get(name) or self._json_key(name)}: {text}")
         self._file.write(f'{{"step": {"null" if step is None else step}, "time_s": {time_s!r}, '
                          f'"attempt": {self._attempt}, "run": {self._json_run}, "metrics": {{{", ".join(parts)}}}}}\n')
-        self._file.flush()
 
     def _nonfinite(self, name: str, number: float, step: int | None) -> str:
         """Flag a metric's first NaN or infinity (kept: it is what the handler computed)."""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import shlex
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -26,6 +27,10 @@ from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
 __all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "forced_run", "put_labrunner_on_path", "split_run"]
 
 BACKEND_ENV = "LABRUNNER_BACKEND"
+# A job's time limit is its attempts' timeouts plus this: Snakemake and labrunner start-up, and
+# the records written after the handler stops; W&B's bounded init and finish come on top. So
+# labrunner's own timeout fires first and records a Timeout, before a cluster kills the job.
+RUNTIME_MARGIN_MIN = 2
 
 # --config key -> what it accepts
 CONFIG_KEYS = {
@@ -117,7 +122,8 @@ class Pipeline:
         ignore_gates = _parse_bool("ignore_gates", config.get("ignore_gates", False))
         workdir = Path(workdir or Path.cwd())
         # the project root is where Snakemake runs, wherever the plan file lives (plans/v2.yaml)
-        plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), root=workdir)
+        plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), root=workdir,
+                         check_handlers=main_process)  # a job: the submitting side checked them
         return cls(plan=plan, stub=stub, backend=str(backend) if backend is not None else None, workdir=workdir,
                    ignore_gates=ignore_gates, forced=forced, main_process=main_process)
 
@@ -336,6 +342,17 @@ class Pipeline:
                     reported.add(sub_id if len(seeds_of[sub_id]) <= 1 else f"{sub_id}/seed-{entry.get('seed')}")
         return reported
 
+    def require_shared_results(self, shared_fs_usage: Iterable[str]) -> None:
+        """A job writes failure.yaml, metrics.jsonl, artifacts/, history/ and wandb/ besides its
+        result: only a file system shared with the jobs brings them all back (an executor
+        without one copies back declared outputs only, and the reruns hinge on failure.yaml)."""
+        if "input-output" not in set(shared_fs_usage):
+            raise ConfigError([Issue("--shared-fs-usage", "input-output",
+                                     "labrunner needs the results folder on a file system shared with the jobs: "
+                                     "a sub writes failure.yaml, metrics.jsonl, artifacts/, history/ and wandb/ "
+                                     "besides result.yaml, and an executor without a shared file system brings "
+                                     "back only result.yaml and run.log; keep input-output in --shared-fs-usage")])
+
     def experiment_results(self, exp_id: str) -> str:
         self._runs(exp_id)  # an unknown experiment in a target is an error, not a missing file
         return f"{self.results_root}/{exp_id}/results.yaml"
@@ -447,6 +464,25 @@ class Pipeline:
         if not gpu or gpu[0] != "local":
             return ""
         return re.sub(r"[^a-z0-9_.]", "_", gpu[2].lower())
+
+    def runtime_min(self, exp_id: str, run: str) -> int:
+        """The job's time limit in minutes (Snakemake's `runtime`, SLURM's --time): every attempt
+        runs inside the one job, each up to timeout_min, then the margin and W&B's timeouts."""
+        spec = self.run_target(exp_id, run).spec
+        wandb = self.plan.model.wandb
+        tracking_s = wandb.init_timeout_s + wandb.finish_timeout_s
+        return math.ceil(spec.timeout_min * (spec.retries + 1) + tracking_s / 60) + RUNTIME_MARGIN_MIN
+
+    def mem_mb(self, exp_id: str, run: str) -> int:
+        """The job's memory in MB (Snakemake's `mem_mb`, SLURM's --mem), from the plan; only asked
+        for when the plan sets it (then every sub has one: plan validation sees to it)."""
+        mem_mb = self.run_target(exp_id, run).spec.mem_mb
+        assert mem_mb is not None, f"{exp_id}/{run} has no mem_mb"
+        return mem_mb
+
+    @cached_property
+    def sets_memory(self) -> bool:
+        return any(run.spec.mem_mb is not None for runs in self.runs_by_experiment.values() for run in runs)
 
     def modal_gpu(self, exp_id: str, run: str) -> str:
         """The GPU a Modal job asks Modal for (shown by `snakemake -n`); "" for none."""

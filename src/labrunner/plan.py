@@ -11,6 +11,7 @@ Handler code is never imported here: handler functions are found by parsing thei
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from collections.abc import Iterator, Mapping
@@ -20,12 +21,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from labrunner import sources
+from labrunner import grid as grids
+from labrunner import layout, sources
 from labrunner.errors import Issue, PlanError
-from labrunner.yamlio import line_of, load_yaml
+from labrunner.yamlio import YamlList, as_written, line_of, load_yaml
 
 __all__ = [
     "DEFAULT_PLAN_PATH",
+    "Comparison",
     "Criterion",
     "Experiment",
     "Gate",
@@ -52,6 +55,7 @@ KEY_ALIASES = {
     "retry": "retries", "fail": "failure", "timeout": "timeout_min", "deps": "dependencies",
     "depends_on": "dependencies", "criteria": "success_criteria", "subs": "sub_experiments",
     "subexperiments": "sub_experiments", "gpu_type": "gpu", "stub": "stub_params",
+    "mem": "mem_mb", "memory": "mem_mb", "memory_mb": "mem_mb",
 }
 
 
@@ -80,6 +84,7 @@ class RunSettings(_Model):
     backend: Literal["local", "modal"] | None = None
     gpu: str | None = None
     timeout_min: float | None = Field(None, gt=0)
+    mem_mb: int | None = Field(None, gt=0)  # memory of the job (SLURM --mem), in MB
     retries: int | None = Field(None, ge=0, le=20)
     seeds: list[int] | None = Field(None, min_length=1)
     seed: int | None = None
@@ -125,8 +130,15 @@ def _parse_threshold(value: Any) -> tuple[Any, str | None]:
     return value, None
 
 
+class Comparison(_StrictModel):
+    """`compare: {treatment: e1_2, baseline: e1_1}`: the criterion judges treatment minus baseline."""
+
+    treatment: str
+    baseline: str
+
+
 class Criterion(_Model):
-    """Tiered success criterion for one metric."""
+    """Tiered success criterion for one metric, or (with `compare`) for a difference between two subs."""
 
     target: float | None = None
     acceptable: float | None = None
@@ -134,6 +146,26 @@ class Criterion(_Model):
     direction: Literal["higher", "lower"] | None = None
     from_sub: str | None = Field(None, alias="from")
     borderline_pct: float | None = Field(None, ge=0, le=100)
+    # the values the metric can take, [low, high] with null for unbounded: intervals are clipped to it
+    value_range: tuple[float | None, float | None] | None = Field(None, alias="range")
+    compare: Comparison | None = None
+    metric: str | None = None  # with compare: the metric both subs report
+    paired_by: Literal["seed"] | None = None  # with compare: pair the runs by seed (else Welch)
+
+    @field_validator("value_range", mode="before")
+    @classmethod
+    def _range_shape(cls, value: Any) -> Any:
+        def number_or_null(item: Any) -> bool:
+            return item is None or (isinstance(item, (int, float)) and not isinstance(item, bool) and item == item)
+
+        if value is None:
+            return value
+        if not isinstance(value, (list, tuple)) or len(value) != 2 or not all(number_or_null(v) for v in value):
+            raise ValueError(f"expected [low, high] with numbers or null, e.g. [0, null]; got {value!r}")
+        low, high = value
+        if low is not None and high is not None and low >= high:
+            raise ValueError(f"expected low < high, got [{low}, {high}]")
+        return value
 
     @model_validator(mode="before")
     @classmethod
@@ -174,6 +206,22 @@ class SubSettings(RunSettings):
     stub_params: dict[str, Any] = Field(default_factory=dict)
     handler: str | None = None
     skip: str | bool | None = None
+    grid: dict[str, list[Any]] | None = None  # a sweep: one sub per combination (see labrunner.grid)
+
+    @field_validator("grid")
+    @classmethod
+    def _grid_values(cls, value: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("expected at least one parameter with a list of values, e.g. {lr: [0.001, 0.01]}")
+        for key, values in value.items():
+            if not values:
+                raise ValueError(f"{key}: expected at least one value")
+            repeated = [item for index, item in enumerate(values) if item in values[:index]]
+            if repeated:
+                raise ValueError(f"{key}: values must be distinct, {repeated[0]!r} appears twice")
+        return value
 
 
 class Experiment(RunSettings):
@@ -192,7 +240,7 @@ class Experiment(RunSettings):
     @field_validator("dependencies", "requires", mode="before")
     @classmethod
     def _single_dependency(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else ([] if value is None else value)
+        return [value] if isinstance(value, str) else ([] if value is None else as_written(value))
 
     @field_validator("sub_experiments", mode="before")
     @classmethod
@@ -202,7 +250,7 @@ class Experiment(RunSettings):
             return {}
         if isinstance(value, list):
             subs: dict[Any, Any] = {}
-            for item in value:
+            for item in as_written(value):  # `[1.10, 1.1]`: two subs, named as written
                 if isinstance(item, Mapping) and len(item) == 1:
                     subs.update(item)
                 else:
@@ -238,6 +286,11 @@ class Gate(_Model):
     unlocks: str | None = None
     decision: GateDecision | None = None
 
+    @field_validator("experiments", mode="before")
+    @classmethod
+    def _ids_as_written(cls, value: Any) -> Any:
+        return as_written(value)
+
 
 class PlanModel(_Model):
     project: ProjectInfo = Field(default_factory=ProjectInfo)
@@ -265,6 +318,9 @@ class SubSpec:
     handler_function: str
     skip_reason: str | None = None
     info: Mapping[str, Any] = field(default_factory=dict)
+    sweep: str | None = None  # the sub whose grid this combination comes from
+    swept: Mapping[str, Any] = field(default_factory=dict)  # this combination's grid values
+    mem_mb: int | None = None  # None: the plan sets no memory anywhere (Snakemake's default applies)
 
     @property
     def key(self) -> str:
@@ -303,6 +359,14 @@ class Plan:
             for spec in self.subs_by_experiment[exp_id]:
                 if include_skipped or spec.skip_reason is None:
                     yield spec
+
+    def sweeps(self, experiment_id: str) -> dict[str, tuple[SubSpec, ...]]:
+        """The combinations of each swept sub of an experiment, by the sub id that has the grid."""
+        sweeps: dict[str, list[SubSpec]] = {}
+        for spec in self.subs(experiment_id):
+            if spec.sweep is not None:
+                sweeps.setdefault(spec.sweep, []).append(spec)
+        return {sweep: tuple(specs) for sweep, specs in sweeps.items()}
 
     def sub(self, experiment_id: str, sub_id: str) -> SubSpec:
         """Look one sub up; an unknown name is an error listing the valid ones."""
@@ -344,7 +408,7 @@ def load_plan(path: Path | str = DEFAULT_PLAN_PATH, *, root: Path | None = None,
     shown = str(path)
     raw = load_yaml(path, PlanError)
     if not isinstance(raw, Mapping):
-        got = "an empty file" if raw is None else f"a {type(raw).__name__}"
+        got = "an empty file" if raw is None else "a list" if isinstance(raw, list) else f"a {type(raw).__name__}"
         raise PlanError.single(shown, "", f"expected a mapping with an 'experiments' key at the top level, got {got}")
     issues = list(_key_typos(raw, shown))
     model, schema_issues, all_ids = _validate_parts(raw, shown)
@@ -439,6 +503,7 @@ _SCHEMA: dict[str, tuple[type[BaseModel], bool]] = {
     "plan": (PlanModel, False), "project": (ProjectInfo, False), "defaults": (Defaults, True),
     "wandb": (WandbSettings, True), "experiment": (Experiment, False), "sub": (SubSettings, False),
     "criterion": (Criterion, False), "gate": (Gate, False), "decision": (GateDecision, True),
+    "comparison": (Comparison, True),
 }
 
 
@@ -477,7 +542,12 @@ def _key_typos(raw: Mapping[str, Any], shown: str) -> Iterator[Issue]:
                 for metric, crit in criteria.items():
                     yield from _check_block(crit, "criterion", f"experiments.{exp_id}.success_criteria.{metric}",
                                             raw, (*base, "success_criteria", metric), shown)
+                    if isinstance(crit, Mapping):
+                        yield from _check_block(crit.get("compare"), "comparison",
+                                                f"experiments.{exp_id}.success_criteria.{metric}.compare",
+                                                raw, (*base, "success_criteria", metric, "compare"), shown)
             subs = exp.get("sub_experiments")
+            yield from _repeated_list_ids(subs, f"experiments.{exp_id}.sub_experiments", shown)
             if isinstance(subs, Mapping):
                 for sub_id, settings in subs.items():
                     yield from _check_block(settings, "sub", f"experiments.{exp_id}.sub_experiments.{sub_id}",
@@ -489,6 +559,20 @@ def _key_typos(raw: Mapping[str, Any], shown: str) -> Iterator[Issue]:
             if isinstance(gate, Mapping):
                 yield from _check_block(gate.get("decision"), "decision", f"gates.{gate_id}.decision", raw,
                                         ("gates", gate_id, "decision"), shown)
+
+
+def _repeated_list_ids(subs: Any, key: str, shown: str) -> Iterator[Issue]:
+    """`sub_experiments: [a, b, a]`: the second `a` would silently merge into the first."""
+    if not isinstance(subs, YamlList):
+        return
+    first_line: dict[str, int] = {}
+    for item, line in zip(as_written(subs), subs.item_lines):
+        names = list(item) if isinstance(item, Mapping) and len(item) == 1 else [item]
+        for name in map(str, names):
+            if name in first_line:
+                yield Issue(shown, f"{key}.{name}", f"listed twice (first on line {first_line[name]}); "
+                            "each sub-experiment needs its own id", line)
+            first_line.setdefault(name, line)
 
 
 # --- pydantic errors as plain messages ----------------------------------------------------------
@@ -546,8 +630,9 @@ def _resolve(model: PlanModel, raw: Any, shown: str, root: Path, check_handlers:
     subs_by_experiment: dict[str, tuple[SubSpec, ...]] = {}
     for exp_id, exp in experiments.items():
         base = ("experiments", exp_id)
-        if not ID_PATTERN.match(exp_id):
-            issue(base, _bad_id("experiment id", exp_id))
+        problem = _id_problem("experiment id", exp_id)
+        if problem:
+            issue(base, problem)
             continue
         for index, dep in enumerate(exp.dependencies):
             if dep not in all_ids:
@@ -561,18 +646,31 @@ def _resolve(model: PlanModel, raw: Any, shown: str, root: Path, check_handlers:
         specs = []
         for sub_id, settings in exp.sub_experiments.items():
             sub_loc = (*base, "sub_experiments", sub_id)
-            if not isinstance(sub_id, str) or not ID_PATTERN.match(sub_id):
-                issue(sub_loc, _bad_id("sub-experiment id", str(sub_id)))
+            problem = _id_problem("sub-experiment id", str(sub_id))
+            if problem:
+                issue(sub_loc, problem)
                 continue
-            check = check_handlers is True or check_handlers == (exp_id, sub_id)
+            check = check_handlers is True or _names_run_of(check_handlers, exp_id, sub_id)
             spec, problems = _sub_spec(model, exp_id, exp, sub_id, settings, root, check and not exp.archived)
             for message in problems:
                 handler_loc = (*sub_loc, "handler") if settings.handler else sub_loc
                 issue(handler_loc, message)
-            specs.append(spec)
+            if settings.grid is not None and spec.skip_reason is None:
+                combinations, grid_issues = _sweep_specs(spec, settings, sub_loc)
+                specs.extend(combinations)
+                for loc, message in grid_issues:
+                    issue(loc, message)
+            else:
+                specs.append(spec)
+        for loc, message in _duplicate_id_issues(specs, base):
+            issue(loc, message)
+        for metric, crit in exp.success_criteria.items():
+            for loc, message in _criterion_reference_issues(crit, (*base, "success_criteria", metric), specs):
+                issue(loc, message)
         subs_by_experiment[exp_id] = tuple(specs)
     issues.extend(_reference_issues(model, raw, shown, subs_by_experiment))
     issues.extend(_cycle_issues(model, raw, shown))
+    issues.extend(_memory_issues(model, subs_by_experiment, raw, shown))
     return subs_by_experiment, issues
 
 
@@ -630,8 +728,32 @@ def _reference_issues(model: PlanModel, raw: Any, shown: str,
                          "could never be measured; name a sub that runs, or drop `from:`")
 
 
+def _memory_issues(model: PlanModel, subs_by_experiment: Mapping[str, tuple[SubSpec, ...]], raw: Any,
+                   shown: str) -> Iterator[Issue]:
+    """mem_mb for some subs means mem_mb for all: a job without one would get Snakemake's default
+    (1000 MB, too little for most ML jobs), which a resource set per job cannot fall back to."""
+    specs = [spec for specs in subs_by_experiment.values() for spec in specs
+             if spec.skip_reason is None and not model.experiments[spec.experiment_id].archived]
+    without = [spec.key for spec in specs if spec.mem_mb is None]
+    if not without or len(without) == len(specs):
+        return
+    given = next(spec.key for spec in specs if spec.mem_mb is not None)
+    listed = ", ".join(without[:5]) + (f" and {len(without) - 5} more" if len(without) > 5 else "")
+    yield Issue(shown, "defaults.mem_mb", f"missing: {given} has a mem_mb, so every sub needs one; "
+                f"set defaults.mem_mb (MB of memory per job) for the others ({listed})", line_of(raw, ("defaults",)))
+
+
 def _bad_id(kind: str, value: str) -> str:
     return f"{kind} {value!r} is not path-safe: expected letters, digits, '.', '_' or '-', starting with a letter or digit"
+
+
+def _id_problem(kind: str, value: str) -> str | None:
+    """Why an experiment or sub id cannot name its folder in the results tree, or None."""
+    if not ID_PATTERN.match(value):
+        return _bad_id(kind, value)
+    problem = layout.reserved_name_problem(value)
+    shown = value if len(value) <= 60 else value[:40] + "..."
+    return f"{kind} {shown!r} {problem}" if problem else None
 
 
 def _criterion_issues(crit: Criterion, loc: tuple[Any, ...], exp: Experiment, raw: Any, shown: str) -> Iterator[Issue]:
@@ -651,8 +773,103 @@ def _criterion_issues(crit: Criterion, loc: tuple[Any, ...], exp: Experiment, ra
             described = ", ".join(f"{name} {value:g}" for name, value in tiers)
             want = "target >= acceptable >= failure" if direction == "higher" else "target <= acceptable <= failure"
             yield Issue(shown, key, f"tiers are in the wrong order for direction {direction}: {described}; expected {want}", line)
-    if crit.from_sub is not None and crit.from_sub not in exp.sub_experiments:
-        yield Issue(shown, f"{key}.from", _unknown("sub-experiment", crit.from_sub, exp.sub_experiments), line_of(raw, (*loc, "from")))
+    yield from (Issue(shown, ".".join(str(p) for p in where), message, line_of(raw, where))
+                for where, message in _comparison_shape_issues(crit, loc))
+
+
+Located = tuple[tuple[Any, ...], str]  # (key path, message): an issue before file and line are added
+
+
+def _comparison_shape_issues(crit: Criterion, loc: tuple[Any, ...]) -> Iterator[Located]:
+    """What a criterion's own keys say: compare needs metric, metric needs compare, tiers in range."""
+    if crit.compare is not None:
+        if not crit.metric:
+            yield loc, "compare needs metric: the metric that both sub-experiments report, e.g. metric: accuracy"
+        if crit.from_sub is not None:
+            yield (*loc, "from"), "a comparison takes its values from compare's treatment and baseline; remove from"
+    else:
+        for key in ("metric", "paired_by"):
+            if getattr(crit, key) is not None:
+                yield (*loc, key), f"{key} belongs to a comparison; add compare: {{treatment: <sub>, baseline: <sub>}}"
+    if crit.value_range is not None:
+        low, high = crit.value_range
+        for name, value in crit.tiers():
+            if (low is not None and value < low) or (high is not None and value > high):
+                shown = f"[{'null' if low is None else f'{low:g}'}, {'null' if high is None else f'{high:g}'}]"
+                yield (*loc, "range"), f"{name} {value:g} lies outside the range {shown} the metric can take"
+
+
+def _criterion_reference_issues(crit: Criterion, loc: tuple[Any, ...], specs: list[SubSpec]) -> Iterator[Located]:
+    """Names of subs in a criterion (from, compare) against the resolved subs, sweeps included."""
+    by_id = {spec.sub_id: spec for spec in specs}
+    sweeps: dict[str, list[str]] = {}
+    for spec in specs:
+        if spec.sweep is not None:
+            sweeps.setdefault(spec.sweep, []).append(spec.sub_id)
+    valid = [*by_id, *sweeps]
+    if crit.from_sub is not None and crit.from_sub not in by_id and crit.from_sub not in sweeps:
+        yield (*loc, "from"), _unknown("sub-experiment", crit.from_sub, valid)
+    if crit.compare is None:
+        return
+    for role in ("treatment", "baseline"):
+        name = getattr(crit.compare, role)
+        where = (*loc, "compare", role)
+        if name in sweeps:
+            yield where, f"{name} is a sweep of {len(sweeps[name])} combinations; name one: {', '.join(sweeps[name])}"
+        elif name not in by_id:
+            yield where, _unknown("sub-experiment", name, by_id)
+        elif by_id[name].skip_reason is not None:
+            yield where, f"{name} is skipped ({by_id[name].skip_reason}); a comparison needs its results"
+    treatment, baseline = by_id.get(crit.compare.treatment), by_id.get(crit.compare.baseline)
+    if crit.compare.treatment == crit.compare.baseline:
+        yield (*loc, "compare"), f"treatment and baseline are both {crit.compare.treatment}; compare two different subs"
+    elif crit.paired_by == "seed" and treatment and baseline and set(treatment.seeds) != set(baseline.seeds):
+        yield (*loc, "paired_by"), (
+            f"seeds do not pair: {treatment.sub_id} runs seeds {list(treatment.seeds)}, {baseline.sub_id} runs "
+            f"{list(baseline.seeds)}; give both the same seeds, or remove paired_by for an unpaired (Welch) comparison")
+
+
+def _names_run_of(check_handlers: bool | tuple[str, str], exp_id: str, sub_id: str) -> bool:
+    """Whether a job for (experiment, sub) runs this sub, or one combination of its sweep."""
+    if not isinstance(check_handlers, tuple) or check_handlers[0] != exp_id:
+        return False
+    return check_handlers[1] == sub_id or check_handlers[1].startswith(f"{sub_id}.")
+
+
+def _sweep_specs(spec: SubSpec, settings: SubSettings, loc: tuple[Any, ...]) -> tuple[list[SubSpec], list[Located]]:
+    """One spec per combination of the sub's grid (ids: see labrunner.grid), and what is wrong with it."""
+    grid = settings.grid or {}
+    issues: list[Located] = []
+    for key in grid:
+        if key in settings.params:
+            issues.append(((*loc, "grid", key), f"{key} is in both params and grid; keep it in one of them"))
+    specs, seen = [], {}
+    for combination_id, combination in grids.expand(spec.sub_id, grid):
+        if combination_id in seen:
+            issues.append(((*loc, "grid"), f"the combinations {seen[combination_id]} and {combination} both get the "
+                                           f"id {combination_id!r}; make their values differ in letters or digits"))
+            continue
+        seen[combination_id] = combination
+        problem = _id_problem("the combination id", combination_id)  # too long, in practice
+        if problem:
+            issues.append(((*loc, "grid"), problem))
+            break
+        label = ", ".join(f"{key}={value}" for key, value in combination.items())
+        specs.append(dataclasses.replace(spec, sub_id=combination_id, name=f"{spec.name} ({label})",
+                                         params={**spec.params, **combination}, sweep=spec.sub_id, swept=combination))
+    return specs, issues
+
+
+def _duplicate_id_issues(specs: list[SubSpec], base: tuple[Any, ...]) -> Iterator[Located]:
+    """A combination id that is also the id of another sub (or of another sweep's combination)."""
+    seen: dict[str, SubSpec] = {}
+    for spec in specs:
+        other = seen.get(spec.sub_id)
+        if other is not None:
+            owner = spec.sweep or other.sweep or spec.sub_id
+            yield (*base, "sub_experiments", owner), (
+                f"the sweep's combination id {spec.sub_id!r} is also the id of another sub-experiment; rename one")
+        seen[spec.sub_id] = spec
 
 
 def _infer_direction(tiers: list[tuple[str, float]]) -> str | None:
@@ -696,6 +913,7 @@ def _sub_spec(model: PlanModel, exp_id: str, exp: Experiment, sub_id: str, sub: 
         backend=inherit("backend", "local"),
         gpu=inherit("gpu", None),
         timeout_min=float(inherit("timeout_min", 30.0)),
+        mem_mb=inherit("mem_mb", None),
         retries=int(inherit("retries", 0)),
         handler_file=handler_file,
         handler_function=function,

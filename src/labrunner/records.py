@@ -23,10 +23,12 @@ from typing import Any
 
 import yaml
 
-from labrunner.errors import Issue, RecordError
+from labrunner.errors import Issue, RecordError, StorageError
+from labrunner.executor import current_executor
+from labrunner.files import SpaceReserve, atomic_write_text, free_space_text, is_disk_full, overwrite_in_place
 from labrunner.layout import RunPaths
 from labrunner.redact import redact_data
-from labrunner.yamlio import atomic_write_text, dump_yaml
+from labrunner.yamlio import dump_yaml
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -37,10 +39,12 @@ __all__ = [
     "COMPLETED", "FAILED", "NONE", "RESOLVED", "RUNNING",
     "checked_text", "damage_of", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record", "record_damage",
     "record_missing_result", "set_aside",
-    "write_failure", "write_none", "write_result",
+    "write_failure", "write_final", "write_none", "write_result",
 ]
 
 NONE, RUNNING, FAILED, RESOLVED, COMPLETED = "none", "running", "failed", "resolved", "completed"
+RECORD_RESERVE_BYTES = 1 << 20  # held back per attempt for its records: a full record with a long traceback, twice
+_SHORT_TEXT_CHARS = 500  # of a message in a record written on a full disk, which must stay within one block
 _CHECKSUM_PREFIX = "# labrunner-sha256: "
 
 
@@ -97,19 +101,42 @@ def record_damage(paths: RunPaths, problem: str) -> Path:
 
 
 def record_missing_result(paths: RunPaths, previous: dict[str, Any]) -> None:
-    """Say in failure.yaml that a run's result is gone although its last attempt completed
-    (deleted by hand, or discarded by Snakemake when the job was cancelled as it finished). The
-    new content is newer than the aggregates, so the next run rebuilds the sub."""
+    """Say in failure.yaml that a run's result is gone although its last attempt completed:
+    deleted by hand, or by Snakemake, which deletes the output of a job it takes for failed (a
+    cluster job cancelled, or out of time, just after labrunner wrote the result). The new
+    content is newer than the aggregates, so the next run rebuilds the sub."""
+    kept = _kept_result(paths, previous)
+    result = read_record(kept, verify=False) if kept else {}
+    executor = result.get("executor") or {}
+    job_id = executor.get("job_id")
+    by = f" by SLURM job {job_id}" if job_id else ""
+    written = f", written{by} at {result.get('ended_at')}," if result else ""
     stamp = now_iso()
     record = {
-        "run_id": f"missing-{stamp}", "ended_at": stamp,
+        "run_id": f"missing-{stamp}", "ended_at": stamp, "executor": executor or None,
+        "missing_result": ({"run_id": result.get("run_id"), "ended_at": result.get("ended_at"), "kept": str(kept)}
+                           if kept else None),
         "error": {"type": "ResultMissing",
-                  "message": (f"{paths.result} is gone although the attempt {previous.get('run_id') or ''} completed "
-                              "(deleted by hand, or discarded by Snakemake when its job was cancelled or failed "
-                              "after labrunner wrote it); its record is kept under history/"),
-                  "traceback": None, "handler_line": None, "hint": "nothing to fix: the sub is rebuilt by the next run"},
+                  "message": (f"{paths.result} of the attempt {result.get('run_id') or previous.get('run_id') or ''}"
+                              f"{written} is gone although that attempt completed: deleted by hand, or by Snakemake, "
+                              "which deletes the output of a job it takes for failed (a cluster job cancelled, or out "
+                              "of time, as it finished); "
+                              + (f"it is kept as {kept}" if kept else "its record is kept under history/")),
+                  "traceback": None, "handler_line": None,
+                  "hint": ("nothing to fix in the code: the sub is rebuilt by the next run"
+                           + (f"; `sacct -j {job_id}` says how the job ended" if job_id else ""))},
     }
     write_failure(paths, record, last_failure_of(previous))
+
+
+def _kept_result(paths: RunPaths, previous: dict[str, Any]) -> Path | None:
+    """The history copy of the result the last attempt wrote: the one `resolved` names, else the
+    one written last (by the file's time: names stamped to the second may tie)."""
+    if not paths.history.is_dir():
+        return None
+    run_id = previous.get("run_id") if previous.get("status") == RESOLVED else None
+    kept = paths.history.glob(f"*-{run_id}.result.yaml" if run_id else "*.result.yaml")
+    return max(kept, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
 def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
@@ -154,18 +181,22 @@ def last_failure_of(previous: dict[str, Any]) -> dict[str, Any] | None:
     if status == FAILED:
         return {key: value for key, value in previous.items() if key != "last_failure"}
     if status == RUNNING:
+        job_id = (previous.get("executor") or {}).get("job_id")
+        job = f", SLURM job {job_id}" if job_id else ""
         return {
             "status": FAILED,
             "run_id": previous.get("run_id"),
             "started_at": previous.get("started_at"),
+            "executor": previous.get("executor"),
             "error": {
                 "type": "Lost",
                 "message": (f"the run started at {previous.get('started_at')} on {previous.get('host')} "
-                            f"(pid {previous.get('pid')}) ended without writing a record: it was killed outright "
-                            "(SIGKILL, a lost machine) before it could"),
+                            f"(pid {previous.get('pid')}{job}) ended without writing a record: it was killed outright "
+                            "(SIGKILL, a lost machine, a cluster's time or memory limit) before it could"),
                 "traceback": None,
                 "handler_line": None,
-                "hint": "nothing to fix in the code if it was a lost machine; see run.log of that run for its last output",
+                "hint": ("nothing to fix in the code if it was a lost machine; see run.log of that run for its last output"
+                         + (f"; `sacct -j {job_id}` says how the job ended" if job_id else "")),
             },
         }
     if status == RESOLVED:
@@ -178,7 +209,7 @@ def mark_running(paths: RunPaths, run_id: str, started_at: str, pid: int, backen
     Returns the failure the record held before (kept inside it)."""
     last = last_failure_of(read_failure(paths))
     record = {"status": RUNNING, "run_id": run_id, "started_at": started_at, "host": socket.gethostname(),
-              "pid": pid, "backend": backend, "last_failure": last}
+              "pid": pid, "backend": backend, "executor": current_executor(), "last_failure": last}
     atomic_write_text(paths.failure, checked_text(record))
     return last
 
@@ -190,7 +221,11 @@ def _file_stamp(iso_time: str) -> str:
 
 def _history(paths: RunPaths, record: dict[str, Any], kind: str, text: str) -> None:
     stamp = _file_stamp(str(record.get("ended_at") or now_iso()))
-    atomic_write_text(paths.history / f"{stamp}-{record.get('run_id', 'run')}.{kind}.yaml", text)
+    try:
+        atomic_write_text(paths.history / f"{stamp}-{record.get('run_id', 'run')}.{kind}.yaml", text)
+    except StorageError as exc:
+        if not is_disk_full(exc):
+            raise  # a copy: on a full disk the record itself matters more than its copy
 
 
 def write_failure(paths: RunPaths, record: dict[str, Any], last_failure: dict[str, Any] | None) -> None:
@@ -210,3 +245,87 @@ def write_result(paths: RunPaths, record: dict[str, Any], last_failure: dict[str
     text = checked_text({**record, "status": COMPLETED})
     _history(paths, record, "result", text)
     atomic_write_text(paths.result, text)
+
+
+def write_final(paths: RunPaths, record: dict[str, Any], last_failure: dict[str, Any] | None,
+                reserve: SpaceReserve | None = None) -> dict[str, Any]:
+    """Write an attempt's record (its result when it completed, else its failure); return the
+    record as written.
+
+    A full disk must not leave `status: running` behind (the next run would call it a kill): the
+    space the attempt holds in reserve is given back and the write tried again; failing that, a
+    short failure record that says the disk is full is written over failure.yaml in place (the
+    attempt marked its start there, so rewriting it needs no new block). Raises StorageError,
+    with the outcome in its message for the console, when not even that can be written.
+    """
+    record = _with_disk_full_note(record, paths)
+    write = write_result if record.get("status") == COMPLETED else write_failure
+    try:
+        write(paths, record, last_failure)
+        return redact_data(record)
+    except StorageError as exc:
+        if not is_disk_full(exc):
+            raise
+        problem = exc
+    if reserve is not None and reserve.release():
+        try:
+            write(paths, record, last_failure)
+            return redact_data(record)
+        except StorageError as exc:
+            if not is_disk_full(exc):
+                raise
+            problem = exc
+    short = _disk_full_record(record, last_failure, problem)
+    try:
+        overwrite_in_place(paths.failure, checked_text(short).encode("utf-8"))
+    except OSError:  # not even that: the console is all that is left (the cli masks secrets)
+        outcome = f"{record.get('experiment')}/{record.get('sub')} {_outcome_line(record)}"
+        raise StorageError(problem.path, f"{problem.reason}; no record could be written, so here is the outcome: "
+                           f"{outcome}", problem.errno) from None
+    return redact_data(short)
+
+
+def _with_disk_full_note(record: dict[str, Any], paths: RunPaths) -> dict[str, Any]:
+    """A handler that failed because the disk is full: say how much was free, and where."""
+    message = str((record.get("error") or {}).get("message") or "")
+    if "No space left on device" not in message and "Disk quota exceeded" not in message:
+        return record
+    note = f"no space left on device: {free_space_text(paths.run_dir)} at the end of the attempt"
+    return {**record, "warnings": [*(record.get("warnings") or []), note]}
+
+
+def _clip(text: Any) -> Any:
+    if not isinstance(text, str) or len(text) <= _SHORT_TEXT_CHARS:
+        return text
+    return text[:_SHORT_TEXT_CHARS] + " [...]"
+
+
+def _disk_full_record(record: dict[str, Any], last_failure: dict[str, Any] | None, problem: StorageError) -> dict[str, Any]:
+    """The record of an attempt whose full record did not fit on the disk: what happened, in
+    well under one block (no traceback, messages clipped)."""
+    short = {key: record.get(key) for key in
+             ("experiment", "sub", "name", "seed", "stub", "run_id", "started_at", "ended_at", "attempts", "backend", "host")}
+    if record.get("status") == COMPLETED:
+        error = {"type": "DiskFull", "message": f"the handler completed, but its result could not be written: {problem}",
+                 "traceback": None, "handler_line": None,
+                 "hint": "free disk space (`df -h` shows how much is left), then run again"}
+        metrics = record.get("metrics") or {}
+        short["unrecorded_result"] = {"finding": _clip(record.get("finding")), "metrics": dict(list(metrics.items())[:20])}
+    else:
+        original = record.get("error") or {}
+        error = {"type": original.get("type"), "message": _clip(original.get("message")), "traceback": None,
+                 "handler_line": original.get("handler_line"), "hint": _clip(original.get("hint"))}
+    short["error"] = error
+    short["warnings"] = [f"only this short record could be written: {problem}"]
+    earlier = (last_failure or {}).get("error") or {}
+    short["last_failure"] = ({"status": FAILED, "run_id": (last_failure or {}).get("run_id"),
+                              "error": {"type": earlier.get("type"), "message": _clip(earlier.get("message"))}}
+                             if last_failure else None)
+    return {**short, "status": FAILED}
+
+
+def _outcome_line(record: dict[str, Any]) -> str:
+    if record.get("status") == COMPLETED:
+        return f"completed: {_clip(record.get('finding'))}; metrics {record.get('metrics')}"
+    error = record.get("error") or {}
+    return f"failed: {error.get('type')}: {_clip(error.get('message'))}"

@@ -14,7 +14,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ from typing import Any, TypeVar
 
 from labrunner.convert import to_plain
 from labrunner.errors import ArtifactError, HandlerReturnError, MetricError
+from labrunner.files import atomic_writer
 from labrunner.metrics_log import MetricsLog
 
 __all__ = ["ExperimentRunner", "Results", "RunContext", "detect_device", "seed_everything"]
@@ -194,16 +194,10 @@ class Results:
         return self._dir.joinpath(*pure.parts)
 
     def _write(self, target: Path, name: Any, write: Any) -> None:
-        tmp = None
         try:
-            target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:50]}.", suffix=".tmp", dir=target.parent)
-            with os.fdopen(fd, "wb") as handle:
+            with atomic_writer(target) as handle:
                 write(handle)
-            os.replace(tmp, target)
         except OSError as exc:
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
             reason = exc.strerror or str(exc)
             raise ArtifactError(f"could not write artifact {str(name)!r} to {target}: {reason}") from exc
         relative = target.relative_to(self._run_dir).as_posix()

@@ -14,23 +14,34 @@ from pathlib import Path
 
 from labrunner import layout
 from labrunner.aggregate import load_results, write_experiment_outputs, write_gates
+from labrunner.errors import LabrunnerError
+from labrunner.files import AppendLog
 from labrunner.findings import findings_stamp, render_experiment_findings, render_project_findings, write_findings
 from labrunner.plan import Plan, load_plan
+from labrunner.records import now_iso
+from labrunner.redact import redact
 
 __all__ = ["aggregate_experiment", "experiment_findings", "gates", "logged", "project_findings"]
 
 
 @contextlib.contextmanager
 def logged(log_path: str | Path) -> Iterator[None]:
-    """Send a step's output, and its traceback if it fails, to the rule's log file."""
+    """Send a step's output, and its traceback if it fails, to the rule's log file. An error of
+    labrunner's own (a broken FINDINGS marker, a full disk) reaches the console as its message,
+    which names the file and what to do; anything else with where it happened."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "w", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+    with AppendLog(log_path, fresh=True) as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):  # type: ignore[type-var]
         try:
             yield
+        except LabrunnerError as exc:
+            with contextlib.suppress(OSError):  # the log may be on the disk that is full
+                traceback.print_exc(file=log)  # type: ignore[arg-type]
+            print(redact(f"labrunner: step failed: {exc} (log: {log_path})"), file=sys.__stderr__)
+            raise SystemExit(1) from None
         except BaseException:
-            traceback.print_exc(file=log)
-            log.flush()
-            print(f"labrunner: step failed, see {log_path}:\n{traceback.format_exc(limit=1)}", file=sys.__stderr__)
+            with contextlib.suppress(OSError):
+                traceback.print_exc(file=log)  # type: ignore[arg-type]
+            print(redact(f"labrunner: step failed, see {log_path}:\n{traceback.format_exc(limit=1)}"), file=sys.__stderr__)
             raise
 
 
@@ -40,10 +51,10 @@ def _plan(plan_path: str) -> Plan:
 
 
 def aggregate_experiment(plan_path: str, experiment_id: str, stub: bool, results: str, table_md: str,
-                         table_csv: str, plot: str, ignore_gates: bool = False) -> None:
+                         table_csv: str, plot: str, ignore_gates: bool = False, sweeps: str | None = None) -> None:
     plan = _plan(plan_path)
     data = write_experiment_outputs(plan, experiment_id, stub, Path(results), Path(table_md), Path(table_csv), Path(plot),
-                                    ignore_gates=ignore_gates)
+                                    ignore_gates=ignore_gates, sweeps_dir=Path(sweeps) if sweeps else None)
     print(f"{experiment_id}: {data['status']}, recommendation {data['assessment'].get('recommendation')}")
 
 

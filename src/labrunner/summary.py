@@ -8,6 +8,7 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
+from labrunner.invocation import rerun_command
 from labrunner.layout import RunPaths
 from labrunner.plan import Plan
 
@@ -29,6 +30,8 @@ def plan_summary(plan: Plan) -> str:
             tags.append("archived")
         if exp.dependencies:
             tags.append("after " + ", ".join(exp.dependencies))
+        if exp.requires:
+            tags.append("requires " + ", ".join(exp.requires))
         lines.append(head + (f"  [{'; '.join(tags)}]" if tags else ""))
         for spec in plan.subs_by_experiment.get(exp_id, ()):
             where = spec.backend + (f" gpu={spec.gpu}" if spec.gpu else "")
@@ -36,15 +39,21 @@ def plan_summary(plan: Plan) -> str:
             if spec.skip_reason:
                 lines.append(f"    {spec.sub_id:<16} skipped: {spec.skip_reason}")
                 continue
+            memory = f", {spec.mem_mb} MB" if spec.mem_mb else ""
             lines.append(f"    {spec.sub_id:<16} {spec.handler_file.as_posix()}::{spec.handler_function}"
-                         f"  [{where}, {spec.timeout_min:g} min{seeds}]")
+                         f"  [{where}, {spec.timeout_min:g} min{memory}{seeds}]")
         for metric, crit in exp.success_criteria.items():
             tiers = ", ".join(f"{name} {value:g}" for name, value in crit.tiers())
             source = f", from {crit.from_sub}" if crit.from_sub else ""
+            if crit.compare is not None:
+                pairing = "paired by seed" if crit.paired_by else "unpaired"
+                source = f"; {crit.metric} of {crit.compare.treatment} minus {crit.compare.baseline}, {pairing}"
             lines.append(f"    criterion {metric}: {tiers} ({crit.resolved().direction} is better{source})")
     for gate_id, gate in plan.gates.items():
         unlocks = f" -> {gate.unlocks}" if gate.unlocks else ""
-        lines.append(f"  gate {gate_id}: {', '.join(gate.experiments)}{unlocks}")
+        decided = f" (decided {gate.decision.verdict}" + (f" by {gate.decision.by}" if gate.decision.by else "") + ")" \
+            if gate.decision else ""
+        lines.append(f"  gate {gate_id}: {', '.join(gate.experiments)}{unlocks}{decided}")
     return "\n".join(lines)
 
 
@@ -113,7 +122,7 @@ def _sub_verdicts(plan: Plan, exp_id: str, sub_id: str, metrics: dict[str, Any])
     parts = []
     for metric, crit in plan.experiments[exp_id].success_criteria.items():
         value = metrics.get(metric)
-        if not isinstance(value, (int, float)) or isinstance(value, bool):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or crit.compare is not None:
             continue
         view = crit.resolved(from_sub=None)
         verdict = verdicts.evaluate_criterion(metric, view, [verdicts.Observation(sub_id, 0, float(value))],
@@ -236,8 +245,7 @@ def status_report(plan: Plan, stub: bool = False, only_attention: bool = False,
         lines += _attention_lines(plan, label, kind, why, state)
     to_run = [item for item in attention if item[1][0] in ("failed", "interrupted", "damaged", "stale", "pending")]
     if to_run:
-        target = "stub/research/FINDINGS.md --config stub=true" if stub else "research/FINDINGS.md"
-        lines += ["", f"Rerun what failed or is missing (nothing else reruns): snakemake --cores 4 {target}"]
+        lines += ["", f"Rerun what failed or is missing (nothing else reruns): {rerun_command(plan.root, stub)}"]
         if failures:
             _, (_, _, state) = failures[0]
             seed = f" --seed {state.seed}" if len(state.spec.seeds) > 1 else ""
@@ -254,8 +262,10 @@ def print_run_summary(plan: Plan, stub: bool, success: bool, ignore_gates: bool 
         text, _ = status_report(plan, stub, only_attention=True, ignore_gates=ignore_gates)
     except Exception as exc:  # noqa: BLE001 - a summary must never hide the run's own outcome
         text = f"labrunner: could not build the summary: {exc}"
+    from labrunner.redact import redact
+
     heading = "labrunner: run finished" if success else "labrunner: run finished with failures"
-    print(f"\n{heading}\n{text}", file=sys.stderr if not success else sys.stdout, flush=True)
+    print(redact(f"\n{heading}\n{text}"), file=sys.stderr if not success else sys.stdout, flush=True)
 
 
 def end_of_run(pipeline: Any, success: bool) -> str | None:

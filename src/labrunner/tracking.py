@@ -1,7 +1,10 @@
 """Weights & Biases tracking, run from the supervising process.
 
-W&B trouble must never fail or stall an experiment: every call into wandb runs in a worker
-thread with a deadline. An online run that cannot start (no key, no network, a hang) falls back
+W&B trouble must never fail or stall an experiment: every call into wandb (init, define_metric,
+log, summary, finish) runs on the run's one owner thread, so that no two threads ever call into
+the same run at once, and its caller waits at most a deadline. A call that misses it leaves
+the run marked hung: nothing more is sent to it, and the process does not wait for wandb at
+exit. An online run that cannot start (no key, no network, a hang) falls back
 to offline; an offline run that cannot start falls back to none. Each fallback is a warning in
 the record. In `disabled` mode wandb is not even imported.
 """
@@ -9,6 +12,7 @@ the record. In `disabled` mode wandb is not even imported.
 from __future__ import annotations
 
 import os
+import queue
 import re
 import threading
 from collections.abc import Callable, Mapping
@@ -50,6 +54,7 @@ class TrackingRequest:
     job_type: str = "sub-experiment"
     init_timeout_s: float = 60.0
     finish_timeout_s: float = 60.0
+    call_timeout_s: float = 30.0  # define_metric, log, summary: normally instant (wandb queues them)
 
 
 def effective_mode(plan_mode: str, environ: Mapping[str, str] | None = None) -> str:
@@ -58,22 +63,42 @@ def effective_mode(plan_mode: str, environ: Mapping[str, str] | None = None) -> 
     return _ENV_MODES.get(env, plan_mode)
 
 
-def _with_deadline(call: Callable[[], T], timeout_s: float) -> tuple[T | None, BaseException | None, bool]:
-    """Run `call` in a daemon thread; (result, error, timed_out). A hung call is abandoned."""
-    box: dict[str, Any] = {}
+class _Owner:
+    """The one thread that talks to one W&B run. Callers hand it calls and wait for each at most
+    its deadline; after a call that did not return in time, it takes no more."""
 
-    def target() -> None:
-        try:
-            box["result"] = call()
-        except BaseException as exc:  # noqa: BLE001 - reported to the caller as data
-            box["error"] = exc
+    _CLOSE = object()
 
-    thread = threading.Thread(target=target, name="labrunner-wandb", daemon=True)
-    thread.start()
-    thread.join(timeout_s)
-    if thread.is_alive():
-        return None, None, True
-    return box.get("result"), box.get("error"), False
+    def __init__(self, name: str) -> None:
+        self.hung = False
+        self._tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        threading.Thread(target=self._serve, name=name, daemon=True).start()
+
+    def call(self, call: Callable[[], T], timeout_s: float) -> tuple[T | None, BaseException | None, bool]:
+        """(result, error, timed_out) of `call`, run on the owner thread."""
+        if self.hung:
+            return None, None, True
+        box: dict[str, Any] = {}
+        done = threading.Event()
+        self._tasks.put((call, box, done))
+        if not done.wait(timeout_s):
+            self.hung = True
+            return None, None, True
+        return box.get("result"), box.get("error"), False
+
+    def close(self) -> None:
+        if not self.hung:
+            self._tasks.put(self._CLOSE)
+
+    def _serve(self) -> None:
+        while (task := self._tasks.get()) is not self._CLOSE:
+            call, box, done = task
+            try:
+                box["result"] = call()
+            except BaseException as exc:  # noqa: BLE001 - reported to the caller as data
+                box["error"] = exc
+            finally:
+                done.set()
 
 
 def _short(exc: BaseException) -> str:
@@ -106,20 +131,25 @@ class WandbTracker:
     request: TrackingRequest
     run: Any
     mode: str
+    owner: _Owner  # the only thread that calls into `run`
     warnings: list[str] = field(default_factory=list)
     hung: bool = False  # a wandb call was abandoned: the process must not wait for wandb at exit
     _log_failed: bool = False
+    _identity: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # The handler's step is logged as the metric "<sub>/step" and used as the x axis, instead
         # of W&B's own step, which must only grow: steps that restart (a retried attempt, a
         # baseline trained after the main model) would otherwise be dropped.
         prefix = self.request.metric_prefix
-        try:
-            self.run.define_metric(f"{prefix}step")
-            self.run.define_metric(f"{prefix}*", step_metric=f"{prefix}step")
-        except Exception as exc:  # noqa: BLE001 - tracking never fails the experiment
-            self.warnings.append(f"W&B step axis not set: {_short(exc)}")
+        identity, _, timed_out = self.owner.call(lambda: _identity(self.run), self.request.call_timeout_s)
+        self._identity = identity or {}
+        if timed_out:
+            self._gave_up("reading the run's id")
+            return
+        _, error, timed_out = self._call(lambda: _define_step_axis(self.run, prefix), "define_metric")
+        if error is not None:
+            self.warnings.append(f"W&B step axis not set: {_short(error)}")
 
     def log(self, metrics: Mapping[str, float], step: int | None) -> None:
         if self.hung or self._log_failed:
@@ -128,51 +158,77 @@ class WandbTracker:
         payload = {f"{prefix}{name}": value for name, value in metrics.items()}
         if step is not None:
             payload[f"{prefix}step"] = step
-        try:
-            self.run.log(payload)
-        except Exception as exc:  # noqa: BLE001 - tracking never fails the experiment
+        _, error, _ = self._call(lambda: self.run.log(payload), "log")
+        if error is not None:
             self._log_failed = True
-            self.warnings.append(f"W&B logging stopped: {_short(exc)}; metrics.jsonl has everything")
+            self.warnings.append(f"W&B logging stopped: {_short(error)}; metrics.jsonl has everything")
 
     def summary(self, metrics: Mapping[str, Any]) -> None:
         if self.hung:
             return
-        try:
-            for name, value in metrics.items():
-                self.run.summary[f"{self.request.metric_prefix}{name}"] = value
-        except Exception as exc:  # noqa: BLE001
-            self.warnings.append(f"W&B summary not written: {_short(exc)}")
+        values = {f"{self.request.metric_prefix}{name}": value for name, value in metrics.items()}
+        _, error, _ = self._call(lambda: _set_summary(self.run, values), "summary")
+        if error is not None:
+            self.warnings.append(f"W&B summary not written: {_short(error)}")
 
     def finish(self, exit_code: int) -> None:
         if self.hung:
             return
-        _, error, timed_out = _with_deadline(lambda: self.run.finish(exit_code=exit_code), self.request.finish_timeout_s)
+        _, error, timed_out = self.owner.call(lambda: self.run.finish(exit_code=exit_code), self.request.finish_timeout_s)
         if timed_out:
             self.hung = True
             self.warnings.append(f"W&B finish did not return within {self.request.finish_timeout_s:g}s; "
                                  f"the run was left as it was (sync it later with `wandb sync {self.run_path() or ''}`)")
-        elif error is not None:
+            return
+        if error is not None:
             self.warnings.append(f"W&B finish failed: {_short(error)}")
+        self.owner.close()
+
+    def _call(self, call: Callable[[], T], what: str) -> tuple[T | None, BaseException | None, bool]:
+        result, error, timed_out = self.owner.call(call, self.request.call_timeout_s)
+        if timed_out:
+            self._gave_up(what)
+        return result, error, timed_out
+
+    def _gave_up(self, what: str) -> None:
+        if not self.hung:
+            self.hung = True
+            self.warnings.append(f"W&B {what} did not return within {self.request.call_timeout_s:g}s; nothing more "
+                                 f"was sent to W&B for this run (metrics.jsonl has every metric)")
 
     def run_path(self) -> str | None:
-        directory = getattr(getattr(self.run, "settings", None), "sync_dir", None)
-        return str(directory) if directory else None
+        return self._identity.get("path")
 
     def info(self) -> dict[str, Any]:
         info: dict[str, Any] = {"mode": self.mode, "project": self.request.project, "group": self.request.group,
                                 "name": self.request.name}
-        for key, attr in (("id", "id"), ("entity", "entity")):
-            value = getattr(self.run, attr, None)
-            if value:
-                info[key] = str(value)
-        if self.mode == "online":
-            url = getattr(self.run, "url", None)
-            if url:
-                info["url"] = str(url)
-        path = self.run_path()
-        if path:
-            info["path"] = path
+        for key in ("id", "entity"):
+            if self._identity.get(key):
+                info[key] = self._identity[key]
+        if self.mode == "online" and self._identity.get("url"):
+            info["url"] = self._identity["url"]
+        if self._identity.get("path"):
+            info["path"] = self._identity["path"]
         return info
+
+
+def _identity(run: Any) -> dict[str, str]:
+    """What records name the run by, read once (on the owner thread) while the run is fresh."""
+    found = {key: str(value) for key in ("id", "entity", "url") if (value := getattr(run, key, None))}
+    directory = getattr(getattr(run, "settings", None), "sync_dir", None)
+    if directory:
+        found["path"] = str(directory)
+    return found
+
+
+def _define_step_axis(run: Any, prefix: str) -> None:
+    run.define_metric(f"{prefix}step")
+    run.define_metric(f"{prefix}*", step_metric=f"{prefix}step")
+
+
+def _set_summary(run: Any, values: Mapping[str, Any]) -> None:
+    for name, value in values.items():
+        run.summary[name] = value
 
 
 def _init(wandb: Any, request: TrackingRequest, mode: str) -> Any:
@@ -199,9 +255,11 @@ def start_tracking(request: TrackingRequest, import_wandb: Callable[[], Any] | N
     request.run_dir.mkdir(parents=True, exist_ok=True)
     modes = ["online", "offline"] if request.mode == "online" else ["offline"]
     for mode in modes:
-        run, error, timed_out = _with_deadline(lambda mode=mode: _init(wandb, request, mode), request.init_timeout_s + INIT_GRACE_S)
+        owner = _Owner(f"labrunner-wandb-{mode}")
+        run, error, timed_out = owner.call(lambda mode=mode: _init(wandb, request, mode), request.init_timeout_s + INIT_GRACE_S)
         if run is not None:
-            return WandbTracker(request, run, mode, warnings)
+            return WandbTracker(request, run, mode, owner, warnings)
+        owner.close()
         problem = f"did not start within {request.init_timeout_s:g}s" if timed_out else _short(error) if error else "returned no run"
         fallback = "falling back to offline" if mode == "online" else "tracking off for this run (metrics.jsonl has every metric)"
         warnings.append(f"W&B {mode} run {problem}; {fallback}")

@@ -2,24 +2,32 @@
 
 These are the judgements a researcher reads first in FINDINGS.md, so each verdict carries one
 plain sentence that says where the value lies against the plan's thresholds, and which
-sub-experiment it came from when there was a choice. Everything here is pure and stdlib-only:
-the aggregate rules, the CLI and the tests import it without numpy and without side effects.
+sub-experiment it came from when there was a choice. This module holds the arithmetic (which
+value, which level, how confident); `labrunner.wording` writes the sentences and
+`labrunner.stats` the intervals. Everything here is pure and stdlib-only: the aggregate rules,
+the CLI and the tests import it without numpy and without side effects.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-TARGET_MET = "target met"
-ACCEPTABLE = "acceptable"
-BELOW_ACCEPTABLE = "below acceptable"
-FAILURE = "failure"
-NOT_MEASURED = "not measured"
-INVALID = "invalid"
-LEVELS = (TARGET_MET, ACCEPTABLE, BELOW_ACCEPTABLE, FAILURE, NOT_MEASURED, INVALID)
+from labrunner import stats
+from labrunner.stats import Estimate
+from labrunner.wording import (
+    ACCEPTABLE, FAILURE, INVALID, LEVELS, MISSES_ACCEPTABLE, NOT_MEASURED, TARGET_MET, fmt, fmt_interval, fmt_range,
+    fmt_signed, relation,
+)
+
+__all__ = [
+    "ACCEPTABLE", "FAILURE", "INVALID", "LEVELS", "MISSES_ACCEPTABLE", "NOT_MEASURED", "TARGET_MET",
+    "ComparisonDetail", "ExperimentOutcome", "GateStatus", "Observation", "PairRow", "Recommendation", "Verdict",
+    "evaluate_comparison", "evaluate_criterion", "gate_status", "recommend",
+]
 
 PROCEED = "proceed"
 PIVOT = "pivot"
@@ -37,14 +45,6 @@ GATE_FAILED = "failed"
 GATE_PENDING = "pending"
 
 DEFAULT_BORDERLINE_PCT = 5.0
-
-# Two-sided 95% Student's t quantiles (0.975) for df 1..30; beyond that the normal 1.96 is
-# within 2% and a table keeps this module free of scipy.
-_T975_BY_DF = (
-    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
-    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
-    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
-)  # fmt: skip
 
 
 class CriterionLike(Protocol):
@@ -66,6 +66,26 @@ class CriterionLike(Protocol):
     def from_sub(self) -> str | None: ...
     @property
     def borderline_pct(self) -> float | None: ...
+    @property
+    def value_range(self) -> tuple[float | None, float | None] | None: ...
+
+
+class ComparisonLike(Protocol):
+    @property
+    def treatment(self) -> str: ...
+    @property
+    def baseline(self) -> str: ...
+
+
+class ComparisonCriterionLike(CriterionLike, Protocol):
+    """A criterion on treatment minus baseline (the plan's `compare:`)."""
+
+    @property
+    def compare(self) -> ComparisonLike | None: ...
+    @property
+    def metric(self) -> str | None: ...
+    @property
+    def paired_by(self) -> str | None: ...
 
 
 @dataclass(frozen=True)
@@ -78,8 +98,45 @@ class Observation:
 
 
 @dataclass(frozen=True)
+class PairRow:
+    """One seed of a comparison: each side's value (None: no run of that seed) and, paired, their difference."""
+
+    seed: int
+    treatment: float | None
+    baseline: float | None
+    difference: float | None
+
+    def to_dict(self) -> dict[str, object]:
+        return {"seed": self.seed, "treatment": self.treatment, "baseline": self.baseline,
+                "difference": self.difference}
+
+
+@dataclass(frozen=True)
+class ComparisonDetail:
+    """What a comparison verdict rests on, for the per-seed table in FINDINGS.md."""
+
+    metric: str
+    treatment: str
+    baseline: str
+    paired: bool
+    treatment_mean: float
+    baseline_mean: float
+    df: float | None
+    rows: tuple[PairRow, ...]
+
+    def to_dict(self) -> dict[str, object]:
+        return {"metric": self.metric, "treatment": self.treatment, "baseline": self.baseline,
+                "method": "paired t" if self.paired else "Welch t", "treatment_mean": self.treatment_mean,
+                "baseline_mean": self.baseline_mean, "df": self.df, "rows": [row.to_dict() for row in self.rows]}
+
+
+@dataclass(frozen=True)
 class Verdict:
-    """The judgement on one criterion and what it rests on, for FINDINGS.md and results.yaml."""
+    """The judgement on one criterion and what it rests on, for FINDINGS.md and results.yaml.
+
+    `ci95` is the interval the confidence was judged on: widened for a best-of-k selection
+    (`candidates` names the k subs) and clipped to the criterion's range.
+    """
 
     metric: str
     level: str
@@ -91,6 +148,8 @@ class Verdict:
     confidence: str | None
     sentence: str
     notes: tuple[str, ...] = ()
+    candidates: tuple[str, ...] = ()
+    comparison: ComparisonDetail | None = None
 
     def to_dict(self) -> dict[str, object]:
         """Plain types only, so yaml.safe_dump writes it; a NaN value stays a float nan."""
@@ -105,6 +164,8 @@ class Verdict:
             "confidence": self.confidence,
             "sentence": self.sentence,
             "notes": list(self.notes),
+            "candidates": list(self.candidates),
+            "comparison": None if self.comparison is None else self.comparison.to_dict(),
         }
 
 
@@ -147,6 +208,15 @@ class GateStatus:
     blockers: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class _Basis:
+    """How a verdict's value was obtained, for its sentence: the words before the relation."""
+
+    subject: str  # "accuracy", or "gain" for a comparison
+    details: tuple[str, ...]  # "best of 3: e1_2", "mean of 3 seeds"; the interval is added last
+    sub: str | None
+
+
 # --- one criterion ---------------------------------------------------------------------------
 
 
@@ -162,15 +232,17 @@ def evaluate_criterion(
     The compared value is the mean over seeds of one sub: `from_sub` when the plan names one,
     else the best sub among those whose values are all finite (a sub with any NaN or infinite
     value is left out and named in the notes, so one diverged run cannot hide a good one).
-    Ties go to the sub reported first.
+    Ties go to the sub reported first. The best of k > 1 candidates is a selection: the verdict
+    says so, names the candidates, and its interval is widened for it (Bonferroni over k), since
+    the best of k noisy values is biased in its favour.
 
     `borderline` flags a value within `borderline_pct` percent of the acceptable threshold
     (an absolute margin of borderline_pct/100 when that threshold is 0), on either side, but
-    only when the level is acceptable or below acceptable.
+    only when the level is acceptable or misses acceptable.
 
     Missing tiers are skipped: with no target, meeting acceptable is ACCEPTABLE; with no
-    failure threshold, anything short of acceptable is BELOW_ACCEPTABLE; with only a target,
-    anything short of it is BELOW_ACCEPTABLE. With only a failure threshold, clearing it is
+    failure threshold, anything short of acceptable is MISSES_ACCEPTABLE; with only a target,
+    anything short of it is MISSES_ACCEPTABLE. With only a failure threshold, clearing it is
     ACCEPTABLE, since it is the only bar the plan set. A criterion with no tier at all, or a
     direction other than higher/lower, is a plan error and raises ValueError.
     """
@@ -187,15 +259,18 @@ def evaluate_criterion(
     )
     if not finite:
         return _invalid(metric, by_sub, bad_notes)
-    left_out = tuple(f"{note}; left out" for note in bad_notes)
+    notes = tuple(f"{note}; left out" for note in bad_notes)
     best_sub = _best_sub(finite, criterion.direction)
-    if len(finite) > 1:
-        source_label: str | None = f"best: {best_sub}"
-    elif len(by_sub) > 1:
-        source_label = f"from {best_sub}"
-    else:
-        source_label = None
-    return _measured(metric, criterion, best_sub, finite[best_sub], source_label, pct, left_out)
+    values = [o.value for o in finite[best_sub]]
+    k = len(finite)
+    if k > 1:
+        estimate = stats.mean_estimate(values, family_size=k)
+        basis = _Basis(metric, (f"best of {k}: {best_sub}", *_seed_details(estimate)), best_sub)
+        return _measured(criterion, estimate, basis, pct, (*notes, _selection_note(finite, estimate)),
+                         candidates=tuple(finite))
+    estimate = stats.mean_estimate(values)
+    source = (f"from {best_sub}",) if len(by_sub) > 1 else ()
+    return _measured(criterion, estimate, _Basis(metric, (*source, *_seed_details(estimate)), best_sub), pct, notes)
 
 
 def _evaluate_named_sub(
@@ -216,48 +291,137 @@ def _evaluate_named_sub(
     obs = by_sub[sub]
     if not _all_finite(obs):
         return _invalid(metric, {sub: obs}, (_non_finite_note(sub, obs),))
-    return _measured(metric, criterion, sub, obs, f"from {sub}", pct, ())
+    estimate = stats.mean_estimate([o.value for o in obs])
+    return _measured(criterion, estimate, _Basis(metric, (f"from {sub}", *_seed_details(estimate)), sub), pct, ())
+
+
+def evaluate_comparison(
+    name: str,
+    criterion: ComparisonCriterionLike,
+    observations: Sequence[Observation],
+    *,
+    borderline_pct: float = DEFAULT_BORDERLINE_PCT,
+    reported: Mapping[str, Collection[str]] | None = None,
+) -> Verdict:
+    """Judge treatment minus baseline on `criterion.metric` against the tiers.
+
+    Paired by seed: the mean of the per-seed differences with a paired t interval (a seed with a
+    value on one side only is left out, and named). Unpaired: the difference of the means with
+    Welch's interval. Level, borderline and confidence then follow as for any criterion.
+    `observations` are the metric's values from any subs; `reported` (sub -> the metrics it
+    reported) lets a misspelt metric name get a "did you mean".
+    """
+    _check_criterion(name, criterion)
+    assert criterion.compare is not None and criterion.metric is not None, "validated by the plan loader"
+    treatment, baseline, metric = criterion.compare.treatment, criterion.compare.baseline, criterion.metric
+    pct = borderline_pct if criterion.borderline_pct is None else criterion.borderline_pct
+    by_sub = _group_by_sub(observations)
+    sides = {sub: by_sub.get(sub, []) for sub in (treatment, baseline)}
+    missing = [sub for sub, obs in sides.items() if not obs]
+    if missing:
+        why = f"{' and '.join(missing)} reported no {metric}"
+        return _not_measured(name, why, _metric_hint(metric, missing, reported))
+    bad = {sub: obs for sub, obs in sides.items() if not _all_finite(obs)}
+    if bad:
+        return _invalid(name, bad, tuple(_non_finite_note(sub, obs) for sub, obs in bad.items()))
+    t_values = {o.seed: o.value for o in sides[treatment]}
+    b_values = {o.seed: o.value for o in sides[baseline]}
+    seeds = sorted(set(t_values) | set(b_values))
+    paired = criterion.paired_by == "seed"
+    rows = tuple(PairRow(seed, t_values.get(seed), b_values.get(seed),
+                         t_values[seed] - b_values[seed] if paired and seed in t_values and seed in b_values else None)
+                 for seed in seeds)
+    notes: tuple[str, ...] = ()
+    if paired:
+        unpaired = [row for row in rows if row.difference is None]
+        notes = tuple(f"seed {row.seed}: only {treatment if row.treatment is not None else baseline} has a value; "
+                      "left out of the pairing" for row in unpaired)
+        if len(unpaired) == len(rows):
+            return _not_measured(name, f"no seed has a {metric} from both {treatment} and {baseline}", notes)
+        estimate = stats.paired_difference(t_values, b_values)
+    else:
+        estimate = stats.welch_difference(list(t_values.values()), list(b_values.values()))
+    detail = ComparisonDetail(metric, treatment, baseline, paired, math.fsum(t_values.values()) / len(t_values),
+                              math.fsum(b_values.values()) / len(b_values), estimate.df, rows)
+    how = (f"paired by seed over {estimate.n} seeds" if paired
+           else f"unpaired, {len(t_values)} and {len(b_values)} seeds, Welch")
+    details = (f"{metric}, {treatment} minus {baseline}", how)
+    return _measured(criterion, estimate, _Basis(name, details, treatment), pct, notes, comparison=detail, signed=True)
 
 
 def _measured(
-    metric: str,
     criterion: CriterionLike,
-    sub: str,
-    obs: Sequence[Observation],
-    source_label: str | None,
+    estimate: Estimate,
+    basis: _Basis,
     pct: float,
     notes: tuple[str, ...],
+    *,
+    candidates: tuple[str, ...] = (),
+    comparison: ComparisonDetail | None = None,
+    signed: bool = False,
 ) -> Verdict:
-    values = [o.value for o in obs]
-    mean = math.fsum(values) / len(values)
-    ci95 = _ci95_of_mean(values)
+    interval = estimate.interval
+    if interval is not None and criterion.value_range is not None:
+        clipped = stats.clip(interval, *criterion.value_range)
+        if clipped != interval:
+            notes = (*notes, f"the 95% CI {fmt_interval(interval)} is clipped to {fmt_range(*criterion.value_range)}, "
+                             "the values the metric can take")
+            interval = clipped
+    details = list(basis.details)
+    if interval is not None:
+        widened = f", widened for the best-of-{estimate.family_size} selection" if estimate.family_size > 1 else ""
+        details.append(f"95% CI {fmt_interval(interval)}{widened}")
+    mean = estimate.mean
     level = _level(mean, criterion)
-    borderline = level in (ACCEPTABLE, BELOW_ACCEPTABLE) and _is_borderline(
-        mean, criterion.acceptable, pct
-    )
-    details = [part for part in (source_label, _seeds_label(len(values))) if part]
-    if ci95 is not None:
-        details.append(f"95% CI {_fmt(ci95[0])}–{_fmt(ci95[1])}")
-    tiers = (criterion.target, criterion.acceptable, criterion.failure)
-    thresholds = [t for t in tiers if t is not None]
-    head = f"{metric} of {_fmt_apart(mean, thresholds)}"
+    borderline = level in (ACCEPTABLE, MISSES_ACCEPTABLE) and _is_borderline(mean, criterion.acceptable, pct)
+    head = f"{basis.subject} of {fmt_signed(mean) if signed else fmt(mean)}"
     if details:
         head += f" ({', '.join(details)})"
-    sentence = f"{head} {_relation(mean, level, criterion)}"
+    sentence = f"{head} {relation(mean, level, criterion)}"
     if borderline:
         sentence += f" (borderline: within {pct:g}% of the acceptable threshold; review)"
     return Verdict(
-        metric=metric,
+        metric=basis.subject,
         level=level,
         value=mean,
-        source_sub=sub,
-        n_seeds=len(values),
-        ci95=ci95,
+        source_sub=basis.sub,
+        n_seeds=estimate.n,
+        ci95=interval,
         borderline=borderline,
-        confidence=_confidence(ci95, criterion),
+        confidence=_confidence(interval, criterion),
         sentence=sentence,
         notes=notes,
+        candidates=candidates,
+        comparison=comparison,
     )
+
+
+def _seed_details(estimate: Estimate) -> tuple[str, ...]:
+    return (f"mean of {estimate.n} seeds",) if estimate.n > 1 else ()
+
+
+def _selection_note(finite: Mapping[str, list[Observation]], estimate: Estimate) -> str:
+    means = ", ".join(f"{sub} {fmt(_mean(obs))}" for sub, obs in finite.items())
+    k = len(finite)
+    if estimate.interval is None:
+        return (f"the best of {k} candidates ({means}); with one run each there is no interval, so the "
+                "selection effect is not measured: give the subs several seeds, or name one with from:")
+    return (f"the best of {k} candidates ({means}); its interval is widened for the selection "
+            f"(Bonferroni over {k}): name one sub with from: to judge it alone")
+
+
+def _metric_hint(metric: str, missing: Sequence[str], reported: Mapping[str, Collection[str]] | None) -> tuple[str, ...]:
+    if not reported:
+        return ()
+    notes = []
+    for sub in missing:
+        names = sorted(reported.get(sub, ()))
+        if not names:
+            continue
+        close = difflib.get_close_matches(metric, names, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        notes.append(f"{sub} reports {', '.join(names)}{hint}")
+    return tuple(notes)
 
 
 def _not_measured(metric: str, why: str, notes: tuple[str, ...] = ()) -> Verdict:
@@ -281,10 +445,10 @@ def _invalid(metric: str, bad: Mapping[str, list[Observation]], notes: tuple[str
     means = {sub: sum(o.value for o in obs) / len(obs) for sub, obs in bad.items()}
     first_sub = next(iter(bad))
     if len(bad) == 1:
-        value_text = _fmt(means[first_sub])
+        value_text = fmt(means[first_sub])
         sentence = f"{metric} of {value_text} from {first_sub} is invalid (NaN or infinite)"
     else:
-        listed = ", ".join(f"{_fmt(mean)} from {sub}" for sub, mean in means.items())
+        listed = ", ".join(f"{fmt(mean)} from {sub}" for sub, mean in means.items())
         sentence = f"{metric} is invalid (NaN or infinite): {listed}"
     return Verdict(
         metric=metric,
@@ -322,25 +486,14 @@ def _all_finite(obs: Sequence[Observation]) -> bool:
     return all(math.isfinite(o.value) for o in obs)
 
 
+def _mean(obs: Sequence[Observation]) -> float:
+    return math.fsum(o.value for o in obs) / len(obs)
+
+
 def _best_sub(finite: Mapping[str, list[Observation]], direction: str) -> str:
     sign = 1.0 if direction == "higher" else -1.0
-    means = {sub: math.fsum(o.value for o in obs) / len(obs) for sub, obs in finite.items()}
+    means = {sub: _mean(obs) for sub, obs in finite.items()}
     return max(means, key=lambda sub: sign * means[sub])
-
-
-def _ci95_of_mean(values: Sequence[float]) -> tuple[float, float] | None:
-    """Student's t interval: with the 2-5 seeds usual here, the normal one is far too narrow."""
-    n = len(values)
-    if n < 2:
-        return None
-    mean = math.fsum(values) / n
-    sd = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1))
-    half_width = _t975(n - 1) * sd / math.sqrt(n)
-    return (mean - half_width, mean + half_width)
-
-
-def _t975(df: int) -> float:
-    return _T975_BY_DF[df - 1] if df <= len(_T975_BY_DF) else 1.96
 
 
 def _meets(value: float, threshold: float, direction: str) -> bool:
@@ -361,13 +514,13 @@ def _level(value: float, criterion: CriterionLike) -> str:
         return FAILURE
     if criterion.target is None and criterion.acceptable is None:
         return ACCEPTABLE
-    return BELOW_ACCEPTABLE
+    return MISSES_ACCEPTABLE
 
 
 def _is_borderline(value: float, acceptable: float | None, pct: float) -> bool:
     """Either side of the threshold: a value just over it deserves the same second look.
 
-    Callers ask only for values judged acceptable or below acceptable: a value that meets the
+    Callers ask only for values judged acceptable or missing acceptable: a value that meets the
     target or reaches failure is a tier away from the acceptable call, and with a relative
     margin (5% of 0.95 is 0.0475) a target met at 0.974 would otherwise be flagged.
     """
@@ -395,58 +548,6 @@ def _confidence(ci95: tuple[float, float] | None, criterion: CriterionLike) -> s
     return "high" if low_side == high_side else "low"
 
 
-# --- sentences -------------------------------------------------------------------------------
-
-
-def _fmt(value: float) -> str:
-    return f"{value:.4g}"
-
-
-def _fmt_apart(value: float, thresholds: Sequence[float]) -> str:
-    """More digits when 4 would print a value equal to a threshold it differs from."""
-    for digits in range(4, 13):
-        text = f"{value:.{digits}g}"
-        if all(t == value or text != f"{t:.{digits}g}" for t in thresholds):
-            return text
-    return f"{value:.12g}"
-
-
-def _side(value: float, threshold: float) -> str:
-    if value > threshold:
-        return "above"
-    if value < threshold:
-        return "below"
-    return "at"
-
-
-def _seeds_label(n_seeds: int) -> str | None:
-    return f"mean of {n_seeds} seeds" if n_seeds > 1 else None
-
-
-def _relation(value: float, level: str, criterion: CriterionLike) -> str:
-    """Numeric relation (above/below), not better/worse: the reader knows the metric's direction."""
-    target, acceptable, failure = criterion.target, criterion.acceptable, criterion.failure
-    if level == TARGET_MET:
-        assert target is not None
-        return f"meets the {_fmt(target)} target"
-    if level == FAILURE:
-        assert failure is not None
-        worse = "below" if criterion.direction == "higher" else "above"
-        return f"is at or {worse} the {_fmt(failure)} failure threshold"
-    if acceptable is not None:
-        text = f"is {_side(value, acceptable)} the {_fmt(acceptable)} acceptable threshold"
-    elif target is not None:
-        text = f"is {_side(value, target)} the {_fmt(target)} target"
-    else:
-        assert failure is not None
-        return f"is {_side(value, failure)} the {_fmt(failure)} failure threshold, the only one set"
-    if level == ACCEPTABLE and target is not None:
-        text += f" but does not meet the {_fmt(target)} target"
-    elif level == BELOW_ACCEPTABLE and failure is not None:
-        text += f" but {_side(value, failure)} the {_fmt(failure)} failure threshold"
-    return text
-
-
 def _non_finite_note(sub: str, obs: Sequence[Observation]) -> str:
     bad = [o for o in obs if not math.isfinite(o.value)]
     if len(obs) == 1:
@@ -456,7 +557,7 @@ def _non_finite_note(sub: str, obs: Sequence[Observation]) -> str:
 
 
 def _name_non_finite(value: float) -> str:
-    return "NaN" if math.isnan(value) else _fmt(value)
+    return "NaN" if math.isnan(value) else fmt(value)
 
 
 # --- experiment and gate ---------------------------------------------------------------------
@@ -477,12 +578,11 @@ def recommend(verdicts: Sequence[Verdict]) -> Recommendation:
 
 def _concerns(verdict: Verdict) -> list[str]:
     reasons: list[str] = []
-    if verdict.level in (BELOW_ACCEPTABLE, NOT_MEASURED, INVALID) or verdict.borderline:
+    if verdict.level in (MISSES_ACCEPTABLE, NOT_MEASURED, INVALID) or verdict.borderline:
         reasons.append(verdict.sentence)
     if verdict.confidence == "low" and verdict.ci95 is not None:
-        low, high = verdict.ci95
         reasons.append(
-            f"{verdict.metric} has low confidence: its 95% CI {_fmt(low)}–{_fmt(high)}"
+            f"{verdict.metric} has low confidence: its 95% CI {fmt_interval(verdict.ci95)}"
             " straddles the threshold that decides its level"
         )
     return reasons

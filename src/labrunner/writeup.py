@@ -52,9 +52,11 @@ def refresh(plan: Plan, stub: bool = False, ignore_gates: bool = False) -> list[
         else:
             folder = results_path.parent
             outputs = [results_path, folder / "metrics.md", folder / "metrics.csv", folder / "criteria.png"]
-            with _kept_mtimes(outputs, _experiment_inputs(plan, exp_id, stub)):
-                write_experiment_files(plan, results, results_path, outputs[1], outputs[2], outputs[3])
-            written += [path.as_posix() for path in outputs]
+            # the sweep plots and their folder, a directory output of the same job
+            sweep_plots = [Path(sweep["plot"]) for sweep in (results.get("sweeps") or {}).values()]
+            with _kept_mtimes([*outputs, folder / "sweeps", *sweep_plots], _experiment_inputs(plan, exp_id, stub)):
+                write_experiment_files(plan, results, results_path, outputs[1], outputs[2], outputs[3], folder / "sweeps")
+            written += [path.as_posix() for path in [*outputs, *sweep_plots]]
         experiments[exp_id] = results
         findings = layout.experiment_findings_path(exp_id, stub)
         document = render_experiment_findings(results, findings, Path.cwd(), results_path.as_posix())

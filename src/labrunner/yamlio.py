@@ -1,24 +1,23 @@
-"""YAML in and out: safe loading that remembers lines and rejects duplicate keys, atomic writes.
+"""YAML in and out: safe loading that remembers lines and rejects duplicate keys and bombs.
 
 Plans are written by hand, so a duplicate key (which PyYAML silently resolves to the last value)
 is an error, and every mapping remembers the line of each key so that validation errors can
-point at it. Records are written by the pipeline and must never be seen half-written, so every
-write goes to a temporary file in the same folder and is renamed over the target.
+point at it. Records are written by the pipeline and must never be seen half-written: every
+write goes through `labrunner.files.atomic_write_text`.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import re
-import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from labrunner.errors import InputError, Issue
+from labrunner.files import atomic_write_text
 
 try:  # libyaml's parser and emitter are 5-10x faster; fall back where PyYAML was built without it
     from yaml import CSafeDumper as _Dumper
@@ -27,7 +26,7 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
     from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
 
-__all__ = ["YamlMap", "atomic_write_text", "dump_yaml", "line_of", "load_yaml", "write_yaml"]
+__all__ = ["YamlList", "YamlMap", "as_written", "atomic_write_text", "dump_yaml", "line_of", "load_yaml", "write_yaml"]
 
 
 class YamlMap(dict):  # type: ignore[type-arg]
@@ -37,30 +36,70 @@ class YamlMap(dict):  # type: ignore[type-arg]
     key_lines: dict[Any, int]
 
 
+class YamlList(list):  # type: ignore[type-arg]
+    """A list that knows its line, the line of each item, and how each plain item was written:
+    `[1.10, 1.1]` are two ids to a person, one number to YAML."""
+
+    line: int | None = None
+    item_lines: list[int]
+    texts: list[str | None]  # the source text of each plain (unquoted) scalar item, else None
+
+
+def as_written(items: Any) -> Any:
+    """A list's items as the file spells them, where YAML read a plain item as a number, a
+    boolean or null (`1.10`, `on`, `~`); names must not change on the way in."""
+    if not isinstance(items, YamlList):
+        return items
+    return [text if text is not None and not isinstance(item, str) else item
+            for item, text in zip(items, items.texts)]
+
+
 class _LineLoader(_SafeLoader):  # type: ignore[misc, valid-type]
     """A safe loader (C parser, Python constructor) that builds YamlMaps and refuses duplicate keys."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> YamlMap:  # type: ignore[override]
-        self.flatten_mapping(node)
+        written = {id(key_node) for key_node, _ in node.value}
+        self.flatten_mapping(node)  # `<<: *defaults`: the merged pairs come first, and may be overridden
         mapping = YamlMap()
         mapping.line = node.start_mark.line + 1
         mapping.key_lines = {}
+        merged: set[Any] = set()
         for key_node, value_node in node.value:
             key = self.construct_object(key_node, deep=deep)
+            if isinstance(key_node, yaml.ScalarNode) and not key_node.style and not isinstance(key, str):
+                key = key_node.value  # a key is a name: `on:` is "on", `1.10:` is "1.10", not True and 1.1
             if not isinstance(key, (str, int, float, bool)) and key is not None:
                 raise yaml.constructor.ConstructorError(
                     "while constructing a mapping", node.start_mark,
                     "found a key that is not a plain value", key_node.start_mark,
                 )
-            if key in mapping:
+            if key in mapping and key not in merged:
                 first = mapping.key_lines[key]
                 raise _DuplicateKey(key, first, key_node.start_mark.line + 1)
+            (merged.discard if id(key_node) in written else merged.add)(key)
             mapping[key] = self.construct_object(value_node, deep=deep)
             mapping.key_lines[key] = key_node.start_mark.line + 1
         return mapping
 
+    def construct_yaml_list(self, node: yaml.SequenceNode) -> Iterator[YamlList]:
+        items = YamlList()
+        items.line = node.start_mark.line + 1
+        yield items  # first, so that an alias inside the list can refer to it
+        items.extend(self.construct_sequence(node))
+        items.item_lines = [child.start_mark.line + 1 for child in node.value]
+        items.texts = [child.value if isinstance(child, yaml.ScalarNode) and not child.style else None
+                       for child in node.value]
+
+    def get_single_data(self) -> Any:
+        node = self.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node)
+        return self.construct_document(node)
+
 
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_yaml_list)
 # YAML 1.1 reads `1e-4` (no dot) as a string; people mean the number, as YAML 1.2 says.
 _LineLoader.add_implicit_resolver(
     "tag:yaml.org,2002:float",
@@ -72,6 +111,47 @@ _LineLoader.add_implicit_resolver(
 class _DuplicateKey(Exception):
     def __init__(self, key: Any, first_line: int, line: int) -> None:
         self.key, self.first_line, self.line = key, first_line, line
+
+
+# Aliases let a few lines stand for billions of values ("billion laughs"): the plan would pass
+# validation and then take gigabytes and minutes in every job that reads it. No plan needs this.
+MAX_ALIAS_EXPANSION = 100_000  # values that aliases may add to a document
+
+
+class _TooManyAliases(Exception):
+    def __init__(self, line: int, expanded: int, recursive: bool = False) -> None:
+        self.line, self.expanded, self.recursive = line, expanded, recursive
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """Count the values the document holds once every alias is expanded, without expanding any:
+    a node reached again through an alias counts its whole size again."""
+    sizes: dict[int, int] = {}  # id(node) -> values in it, aliases expanded
+    on_path: set[int] = set()
+    expansion = 0
+
+    def size(node: yaml.Node) -> int:
+        nonlocal expansion
+        key = id(node)
+        if key in on_path:  # an alias to a node that contains it: infinitely deep
+            raise _TooManyAliases(node.start_mark.line + 1, 0, recursive=True)
+        if key in sizes:  # an alias: the values are repeated where it stands
+            expansion += sizes[key]
+            if expansion > MAX_ALIAS_EXPANSION:
+                raise _TooManyAliases(node.start_mark.line + 1, expansion)
+            return sizes[key]
+        on_path.add(key)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [part for pair in node.value for part in pair]
+        total = 1 + sum(size(child) for child in children)
+        on_path.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root)
 
 
 def load_yaml(path: Path, error: type[InputError] = InputError) -> Any:
@@ -90,6 +170,11 @@ def parse_yaml(text: str, shown: str, error: type[InputError] = InputError) -> A
     """Parse YAML text that came from the file named `shown` (used in messages only)."""
     try:
         return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+    except _TooManyAliases as bomb:
+        what = ("an alias here refers to the value that contains it, which would never end" if bomb.recursive else
+                f"aliases (*name) expand the document by more than {MAX_ALIAS_EXPANSION:,} values (an alias of the "
+                "anchor here took it past that); a plan never needs this: write the values out, or fewer nested aliases")
+        raise error([Issue(shown, "", what, bomb.line)]) from None
     except _DuplicateKey as dup:
         key = _key_path_at(text, dup.line) or str(dup.key)
         raise error([Issue(shown, key, f"duplicate key (first defined on line {dup.first_line})", dup.line)]) from None
@@ -144,11 +229,27 @@ def line_of(data: Any, path: tuple[Any, ...]) -> int | None:
             line = node.key_lines.get(key, line)
             node = node[key]
         elif isinstance(node, list) and isinstance(key, int) and 0 <= key < len(node):
+            line = node.item_lines[key] if isinstance(node, YamlList) else line
             node = node[key]
             line = getattr(node, "line", line)
+        elif isinstance(node, YamlList) and isinstance(key, str):  # `sub_experiments: [a, b]`, named by id
+            found = _named_item(node, key)
+            if found is None:
+                break
+            node, line = found
         else:
             break
     return line
+
+
+def _named_item(items: YamlList, name: str) -> tuple[Any, int] | None:
+    """The item of a list of ids (`a`, or `a: {settings}`) named `name`, and its line."""
+    for item, text, line in zip(items, as_written(items), items.item_lines):
+        if isinstance(item, YamlMap) and len(item) == 1 and name in item:
+            return item[name], item.key_lines[name]
+        if str(text) == name:
+            return item, line
+    return None
 
 
 def _represent_float(dumper: yaml.SafeDumper, value: float) -> yaml.ScalarNode:
@@ -179,26 +280,11 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
 _RecordDumper.add_representer(float, _represent_float)
 _RecordDumper.add_representer(str, _represent_str)
 _RecordDumper.add_representer(YamlMap, _RecordDumper.represent_dict)
+_RecordDumper.add_representer(YamlList, _RecordDumper.represent_list)
 
 
 def dump_yaml(data: Mapping[str, Any] | list[Any]) -> str:
     return yaml.dump(data, Dumper=_RecordDumper, sort_keys=False, allow_unicode=True, width=100)
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write `text` so that readers see the old file or the whole new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_yaml(path: Path, data: Mapping[str, Any] | list[Any]) -> None:

@@ -25,6 +25,10 @@ image rebuild.
 `ModalBackend` reaches Modal only through a `ModalClient` ("submit and wait", "read a Volume
 file"): `ModalCloud` is the real one; `InProcessModal` runs the same function in this process
 through Modal's `.local()`, for tests and for debugging without a Modal account.
+
+`run_experiment` is the classic entrypoint, `modal run -m labrunner.backends.modal_backend::run_experiment
+--experiment-id X [--stub-mode]`: it runs Snakemake on that experiment's write-up with
+`--config backend=modal`, so it is the same pipeline, with the same files and reruns.
 """
 
 from __future__ import annotations
@@ -35,8 +39,10 @@ import importlib.metadata
 import math
 import os
 import re
+import shlex
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -54,17 +60,19 @@ from grpclib.exceptions import StreamTerminatedError
 
 import labrunner
 from labrunner.backends import PROJECT_ROOT_ENV
-from labrunner.errors import BackendError
+from labrunner.errors import BackendError, ConfigError, Issue, LabrunnerError
 from labrunner.execution import AttemptRequest, Backend, LocalBackend
 from labrunner.hints import hint_for
-from labrunner.layout import RunPaths
+from labrunner.layout import RunPaths, experiment_findings_path
 from labrunner.plan import DEFAULT_PLAN_PATH
 from labrunner.records import FAILED, now_iso
+from labrunner.redact import redact
 from labrunner.runner import ARTIFACTS_DIR, RunContext
 
 __all__ = [
     "CallOptions", "InProcessModal", "ModalBackend", "ModalClient", "ModalCloud", "RemoteCallStopped",
-    "app", "build_image", "call_options", "execute_job", "image", "image_packages", "run_attempt_remote",
+    "app", "build_image", "call_options", "execute_job", "experiment_command", "image", "image_packages",
+    "run_attempt_remote", "run_experiment",
 ]
 
 APP_NAME = "labrunner"
@@ -314,8 +322,10 @@ class ModalCloud:
 
     project_dir: str | None = REMOTE_PROJECT_DIR
     volume_dir: str = VOLUME_MOUNT
+    last_call_id: str | None = None  # Modal's id of the last call made: records name it
 
     def call(self, job: dict[str, Any], options: CallOptions) -> dict[str, Any]:
+        self.last_call_id = None
         _check_image_carries(Path(RunContext.from_json(job["context"]).project_root))
         secrets = [modal.Secret.from_name(options.secret_name)] if options.secret_name else []
         function = run_attempt_remote.with_options(
@@ -326,6 +336,7 @@ class ModalCloud:
             try:
                 with modal.enable_output(), app.run():
                     handle = function.spawn(job)
+                    self.last_call_id = handle.object_id
                     try:
                         return handle.get()
                     except KeyboardInterrupt:
@@ -402,7 +413,7 @@ class ModalBackend(Backend):
                 break
             except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure becomes a record
                 if not (_is_transient(exc) and tries < self.connect_tries):
-                    return self._failed(request, options, exc, tries, warnings)
+                    return self._with_call_id(self._failed(request, options, exc, tries, warnings))
                 delay_s = self.backoff_first_s * 2 ** (tries - 1)
                 warnings.append(f"Modal call failed on try {tries} of {self.connect_tries} "
                                 f"({type(exc).__name__}: {exc}); tried again after {delay_s:g} s")
@@ -410,9 +421,14 @@ class ModalBackend(Backend):
                 try:
                     time.sleep(delay_s)
                 except KeyboardInterrupt as stop:
-                    return self._failed(request, options, stop, tries, warnings)
+                    return self._with_call_id(self._failed(request, options, stop, tries, warnings))
         outcome = dict(write_payload(payload, request.paths, self.client))
-        return _with_attempts(outcome, tries, warnings)
+        return self._with_call_id(_with_attempts(outcome, tries, warnings))
+
+    def _with_call_id(self, outcome: dict[str, Any]) -> dict[str, Any]:
+        """The Modal call id, where the client knows one (a stand-in or `.local()` does not)."""
+        call_id = getattr(self.client, "last_call_id", None)
+        return {**outcome, "modal_call_id": call_id} if call_id else outcome
 
     def _job(self, request: AttemptRequest) -> dict[str, Any]:
         """What the function needs, as plain data; paths are the remote side's."""
@@ -434,15 +450,15 @@ class ModalBackend(Backend):
         outcome = failure_outcome(exc, options, tries)
         error = outcome["error"]
         with request.paths.log.open("a", encoding="utf-8") as log:  # run.log says what happened, as locally
-            log.write(f"=== {request.label}: run {request.context.run_id}, attempt {request.context.attempt}, "
-                      f"started {now_iso()} ===\nModal: {error['type']}: {error['message']}\n")
+            log.write(redact(f"=== {request.label}: run {request.context.run_id}, attempt {request.context.attempt}, "
+                             f"started {now_iso()} ===\nModal: {error['type']}: {error['message']}\n"))
         _echo(request, f"Modal: {error['type']}: {error['message']}")
         return _with_attempts(outcome, tries, warnings)
 
 
 def _echo(request: AttemptRequest, line: str) -> None:
     try:
-        request.console.write(f"[{request.label}] {line}\n")
+        request.console.write(redact(f"[{request.label}] {line}\n"))
         request.console.flush()
     except (OSError, ValueError):
         pass  # a closed console must not stop the records
@@ -485,9 +501,10 @@ def write_payload(payload: Mapping[str, Any], paths: RunPaths, client: ModalClie
 
 
 def _append(path: Path, text: str) -> None:
+    """Masked with this machine's secrets too: the container masked only those it had."""
     if text:
         with path.open("a", encoding="utf-8") as handle:
-            handle.write(text)
+            handle.write(redact(text))
 
 
 def _artifact_target(run_dir: Path, name: str) -> Path:
@@ -544,3 +561,51 @@ def failure_outcome(exc: BaseException, options: CallOptions, tries: int) -> dic
                   "hint": hint_for(error_type, message, "")},
         "warnings": [],
     }
+
+
+# --- the classic entrypoint: `modal run -m labrunner.backends.modal_backend::run_experiment` --------
+
+def _snakemake_program() -> list[str]:
+    """The Snakemake of this environment, activated or not."""
+    script = Path(sys.executable).parent / "snakemake"
+    return [str(script)] if script.exists() else [sys.executable, "-m", "snakemake"]
+
+
+def experiment_command(experiment_id: str, stub: bool = False, cores: int = 8,
+                       plan_path: Path = DEFAULT_PLAN_PATH) -> list[str]:
+    """The Snakemake command that runs one experiment's subs on Modal (only what is missing or
+    failed, and what it depends on) and writes its results and FINDINGS.md: the same pipeline,
+    files and reruns as `snakemake ... --config backend=modal`. The target comes first: `--config`
+    takes every word after it."""
+    from labrunner.plan import load_plan
+
+    if cores < 1:
+        raise ConfigError([Issue("--cores", str(cores), "expected at least 1 (the number of concurrent Modal calls)")])
+    plan = load_plan(plan_path, check_handlers=False)
+    if experiment_id not in plan.active_experiments:
+        archived = [exp_id for exp_id in plan.experiments if exp_id not in plan.active_experiments]
+        why = "is archived in the plan" if experiment_id in archived else "is not in the plan"
+        raise ConfigError([Issue("--experiment-id", experiment_id,
+                                 f"{why}; experiments: {', '.join(plan.active_experiments) or 'none'}")])
+    target = experiment_findings_path(experiment_id, stub).as_posix()
+    config = ["backend=modal", *(["stub=true"] if stub else []),
+              *([f"plan={plan_path}"] if Path(plan_path) != DEFAULT_PLAN_PATH else [])]
+    return [*_snakemake_program(), target, "--cores", str(cores), "--config", *config]
+
+
+@app.local_entrypoint()
+def run_experiment(experiment_id: str, stub_mode: bool = False, cores: int = 8) -> None:
+    """Run one experiment's sub-experiments on Modal: only those missing or failed (and the
+    experiments it depends on), through the same Snakemake pipeline as
+    `snakemake research/FINDINGS.md --config backend=modal`, so it writes the same records,
+    results.yaml and FINDINGS.md. --stub-mode runs stub_params in the stub/ tree, without GPUs;
+    --cores bounds the concurrent Modal calls."""
+    try:
+        command = experiment_command(experiment_id, stub=stub_mode, cores=cores)
+    except LabrunnerError as exc:
+        print(f"run_experiment: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    print(f"run_experiment: {shlex.join(command)}", flush=True)
+    code = subprocess.run(command, check=False).returncode
+    if code:
+        raise SystemExit(code)

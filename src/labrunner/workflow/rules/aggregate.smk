@@ -23,6 +23,8 @@ rule aggregate_experiment:
         table_md=f"{RESULTS}/{{exp}}/metrics.md",
         table_csv=f"{RESULTS}/{{exp}}/metrics.csv",
         plot=f"{RESULTS}/{{exp}}/criteria.png",
+        # one plot per swept sub (<sub>.png), none when the experiment has no grid
+        sweeps=directory(f"{RESULTS}/{{exp}}/sweeps"),
     params:
         stub=is_stub,
         ignore_gates=ignores_gates,

@@ -1,4 +1,8 @@
 # Plan loading (validated once, before any job starts) and every input function the rules use.
+import os
+import sys
+
+from labrunner import invocation
 from labrunner.errors import LabrunnerError
 from labrunner.pipeline import Pipeline, put_labrunner_on_path, forced_run
 from labrunner.summary import end_of_run
@@ -7,6 +11,9 @@ try:
     PIPELINE = Pipeline.from_config(
         config, forced=forced_run(workflow.dag_settings), main_process=workflow.is_main_process
     )
+    if workflow.is_main_process:
+        # records live beside the results: a job's files must reach this side
+        PIPELINE.require_shared_results(u.item_to_choice() for u in workflow.storage_settings.shared_fs_usage)
 except LabrunnerError as error:
     raise WorkflowError(f"labrunner: {error}") from None
 
@@ -19,6 +26,9 @@ if workflow.is_main_process:
     PIPELINE.set_aside_damaged_results()
     PIPELINE.mark_unrecorded_runs()
     PIPELINE.announce_holds()
+# this run's command line, recorded when it starts (onstart), so that the rerun hint repeats it;
+# read before put_labrunner_on_path changes PATH, to print the program as the user can type it
+INVOCATION = invocation.capture(sys.argv, os.environ.get("PATH")) if workflow.is_main_process else None
 # jobs call the `labrunner` of the environment Snakemake runs in, activated or not
 put_labrunner_on_path()
 PIPELINE.export_backend()
@@ -67,6 +77,19 @@ GPU_RESOURCES = (
 )
 
 
+def get_runtime_min(wildcards):
+    return PIPELINE.runtime_min(wildcards.exp, wildcards.run)
+
+
+def get_mem_mb(wildcards):
+    return PIPELINE.mem_mb(wildcards.exp, wildcards.run)
+
+
+# The time and memory each job asks a cluster for (SLURM: --time, --mem): timeout_min of every
+# attempt plus a margin, and the plan's mem_mb (when it sets none, Snakemake's default applies).
+JOB_LIMITS = {"runtime": get_runtime_min} | ({"mem_mb": get_mem_mb} if PIPELINE.sets_memory else {})
+
+
 def get_experiment_records(wildcards):
     # an experiment that requires gates asks the gates checkpoint first: its runs join the DAG
     # only once the gates are up to date, and only if they passed (see Pipeline.experiment_records)
@@ -100,6 +123,11 @@ def ignores_gates(wildcards=None):
     return PIPELINE.ignore_gates
 
 
+onstart:
+    if INVOCATION is not None:
+        INVOCATION.save(PIPELINE.plan.root, PIPELINE.stub, workflow.dag_settings.targets)
+
+
 # The end of every run, whatever happened: the write-up is brought up to date with the records
 # (an aggregate that Snakemake skipped after a failure would otherwise go on describing an earlier
 # state), then the summary. A run whose jobs all succeeded still fails if its results are not
@@ -112,4 +140,7 @@ onsuccess:
 
 
 onerror:
+    # a result Snakemake deleted after its job wrote it (a cluster job cancelled as it finished)
+    # is recorded now, so that the summary and the write-up say so
+    PIPELINE.mark_unrecorded_runs()
     end_of_run(PIPELINE, success=False)

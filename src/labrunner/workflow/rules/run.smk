@@ -18,6 +18,7 @@ rule run_sub:
         f"{RESULTS}/{{exp}}/{{run}}/run.log",
     resources:
         **GPU_RESOURCES,
+        **JOB_LIMITS,
     conda:
         "../envs/labrunner.yaml"
     shell:
