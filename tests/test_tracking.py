@@ -328,6 +328,21 @@ def test_tracking_log_prefixes_names_and_survives_a_failing_log(tmp_path: Path) 
     assert tracker.warnings == ["W&B logging stopped: RuntimeError: quota exceeded; metrics.jsonl has everything"]
 
 
+def test_tracking_log_lines_sends_every_line_in_order_and_stops_at_a_failure(tmp_path: Path) -> None:
+    def log(payload: dict[str, Any]) -> None:
+        if payload["s1/step"] == 2400:
+            raise RuntimeError("quota exceeded")
+
+    run = FakeRun(log=log)
+    tracker = start_tracking(request(tmp_path), import_wandb=fake_wandb(lambda **_: run))
+
+    tracker.log_lines([({"loss": step / 4}, step) for step in range(3000)])  # several calls on the owner thread
+    tracker.log_lines([({"loss": 0.0}, 3000)])
+
+    assert run.logged == [{"s1/loss": step / 4, "s1/step": step} for step in range(2400)]
+    assert tracker.warnings == ["W&B logging stopped: RuntimeError: quota exceeded; metrics.jsonl has everything"]
+
+
 def test_tracking_wandb_that_cannot_be_imported_turns_tracking_off(tmp_path: Path) -> None:
     def import_wandb() -> Any:
         raise ImportError("No module named 'wandb'")

@@ -429,9 +429,8 @@ class _MetricsForwarder:
             chunk = handle.read()
         end = chunk.rfind(b"\n") + 1  # only whole lines; a partial one is read next time
         self.offset += end
-        for entry in _parse_metric_lines(chunk[:end]):
-            if entry.get("run") == self.run_id:
-                self.tracker.log(entry.get("metrics", {}), entry.get("step"))
+        self.tracker.log_lines([(entry.get("metrics", {}), entry.get("step"))
+                                for entry in _parse_metric_lines(chunk[:end]) if entry.get("run") == self.run_id])
 
     def stop(self) -> None:
         self._stop.set()

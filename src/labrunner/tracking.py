@@ -15,7 +15,7 @@ import os
 import queue
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -25,6 +25,8 @@ __all__ = ["NullTracker", "Tracker", "TrackingRequest", "WandbTracker", "effecti
 T = TypeVar("T")
 # wandb's own init_timeout should fire first; past this grace the call is abandoned as hung
 INIT_GRACE_S = 5.0
+# metric lines per call on the W&B owner thread: ~0.1 s of wandb.log, far inside call_timeout_s
+LOG_LINES_PER_CALL = 1000
 _ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
               "disabled": "disabled", "disable": "disabled"}
 
@@ -33,6 +35,7 @@ class Tracker(Protocol):
     warnings: list[str]
 
     def log(self, metrics: Mapping[str, float], step: int | None) -> None: ...
+    def log_lines(self, lines: Sequence[tuple[Mapping[str, float], int | None]]) -> None: ...
     def summary(self, metrics: Mapping[str, Any]) -> None: ...
     def finish(self, exit_code: int) -> None: ...
     def info(self) -> dict[str, Any]: ...
@@ -116,6 +119,9 @@ class NullTracker:
     def log(self, metrics: Mapping[str, float], step: int | None) -> None:
         pass
 
+    def log_lines(self, lines: Sequence[tuple[Mapping[str, float], int | None]]) -> None:
+        pass
+
     def summary(self, metrics: Mapping[str, Any]) -> None:
         pass
 
@@ -152,16 +158,20 @@ class WandbTracker:
             self.warnings.append(f"W&B step axis not set: {_short(error)}")
 
     def log(self, metrics: Mapping[str, float], step: int | None) -> None:
-        if self.hung or self._log_failed:
-            return
+        self.log_lines([(metrics, step)])
+
+    def log_lines(self, lines: Sequence[tuple[Mapping[str, float], int | None]]) -> None:
+        """Log metric lines in order, up to LOG_LINES_PER_CALL of them in one call on the owner
+        thread: handing each line over on its own cost more than wandb.log itself."""
         prefix = self.request.metric_prefix
-        payload = {f"{prefix}{name}": value for name, value in metrics.items()}
-        if step is not None:
-            payload[f"{prefix}step"] = step
-        _, error, _ = self._call(lambda: self.run.log(payload), "log")
-        if error is not None:
-            self._log_failed = True
-            self.warnings.append(f"W&B logging stopped: {_short(error)}; metrics.jsonl has everything")
+        for start in range(0, len(lines), LOG_LINES_PER_CALL):
+            if self.hung or self._log_failed:
+                return
+            payloads = [_payload(prefix, metrics, step) for metrics, step in lines[start:start + LOG_LINES_PER_CALL]]
+            _, error, _ = self._call(lambda payloads=payloads: _log_each(self.run, payloads), "log")
+            if error is not None:
+                self._log_failed = True
+                self.warnings.append(f"W&B logging stopped: {_short(error)}; metrics.jsonl has everything")
 
     def summary(self, metrics: Mapping[str, Any]) -> None:
         if self.hung:
@@ -219,6 +229,18 @@ def _identity(run: Any) -> dict[str, str]:
     if directory:
         found["path"] = str(directory)
     return found
+
+
+def _payload(prefix: str, metrics: Mapping[str, float], step: int | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {f"{prefix}{name}": value for name, value in metrics.items()}
+    if step is not None:
+        payload[f"{prefix}step"] = step
+    return payload
+
+
+def _log_each(run: Any, payloads: list[dict[str, Any]]) -> None:
+    for payload in payloads:  # the first that raises stops the rest, as line-by-line calls would
+        run.log(payload)
 
 
 def _define_step_axis(run: Any, prefix: str) -> None:
