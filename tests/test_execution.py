@@ -212,6 +212,14 @@ def test_run_sub_handler_that_raises_gives_a_failure_record(run_handler: RunHand
     assert "about to fail" in outcome.paths.log.read_text()
 
 
+def test_run_sub_error_raised_in_frozen_library_code_points_at_the_handler_line(run_handler: RunHandler) -> None:
+    outcome = run_handler("import os\n\n\ndef s1(runner):\n    return os.environ['LABRUNNER_NO_SUCH_VARIABLE']\n")
+
+    error = failure_of(outcome)["error"]  # os.environ's KeyError is raised in `<frozen os>`, nobody's file
+    assert error["type"] == "KeyError"
+    assert error["handler_line"]["file"] == f"handlers/{EXP}/{SUB}.py" and error["handler_line"]["line"] == 5
+
+
 @pytest.mark.parametrize(("returned", "message"), [
     ("None", "the handler returned None (is a `return` missing?)"),
     ("{'metrics': {'acc': 0.9}}", "the returned dict has no 'finding' (keys: metrics)"),

@@ -134,7 +134,11 @@ _OWN_PACKAGE = Path(__file__).resolve().parent
 
 
 def is_project_file(filename: str, project_root: Path) -> bool:
-    """Code the researcher wrote: under the project root, not labrunner, not installed packages."""
+    """Code the researcher wrote: under the project root, not labrunner, not installed packages.
+    Frozen and generated code (`<frozen os>`, `<string>`) is nobody's file: resolved, such a name
+    would land under the working directory, which is the project root."""
+    if filename.startswith("<"):
+        return False
     path = Path(filename).resolve()
     return (path.is_relative_to(project_root.resolve()) and not path.is_relative_to(_OWN_PACKAGE)
             and "site-packages" not in path.parts)
