@@ -206,7 +206,7 @@ def log_metrics_vs_wandb(calls: int, repeats: int) -> Figure:
 
 FIGURES = ("dry_run", "completed", "per_sub", "log_metrics")
 GPU_ROW = ["CUDA loop logging its loss every step, GPU-bound (vs the loop without logging)", "-", "-", "-",
-           "<= 1.03x", "still owed: benchmarks/gpu_logging.py on a GPU"]
+           "<= 1.03x", "on a GPU: benchmarks/gpu_logging.py (docs/performance.md)"]
 
 
 def measure(only: set[str], sizes: Sizes, log: Callable[[str], None]) -> list[Figure]:
