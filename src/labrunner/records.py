@@ -37,7 +37,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "COMPLETED", "FAILED", "NONE", "RESOLVED", "RUNNING",
-    "checked_text", "damage_of", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record", "record_damage",
+    "checked_text", "damage_of", "last_failure_of", "mark_running", "next_attempt_number", "now_iso", "read_failure", "read_record", "record_damage",
     "record_missing_result", "set_aside",
     "write_failure", "write_final", "write_none", "write_result",
 ]
@@ -212,6 +212,29 @@ def mark_running(paths: RunPaths, run_id: str, started_at: str, pid: int, backen
               "pid": pid, "backend": backend, "executor": current_executor(), "last_failure": last}
     atomic_write_text(paths.failure, checked_text(record))
     return last
+
+
+_ATTEMPTS_FILE = ".attempts"  # in the run folder; an id never names a hidden file
+
+
+def next_attempt_number(paths: RunPaths) -> int:
+    """This attempt's number among every attempt of the run, across jobs (1 for the first ever):
+    counted in the run folder when the attempt starts, under the run's lock, so that an attempt
+    killed before it wrote any record still has its number, and the next one gets another."""
+    counter = paths.run_dir / _ATTEMPTS_FILE
+    try:
+        before = int(counter.read_text(encoding="utf-8").strip() or 0)
+    except (OSError, ValueError):  # none yet, or unreadable: count what the history holds
+        before = _recorded_attempts(paths)
+    atomic_write_text(counter, f"{before + 1}\n")
+    return before + 1
+
+
+def _recorded_attempts(paths: RunPaths) -> int:
+    try:
+        return sum(1 for entry in paths.history.iterdir() if entry.name.endswith((".result.yaml", ".failure.yaml")))
+    except OSError:
+        return 0
 
 
 def _file_stamp(iso_time: str) -> str:
