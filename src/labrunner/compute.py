@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = [
-    "MODAL_GPU_PRICE_PER_HOUR", "MODAL_PRICES_SOURCE", "compute_facts", "describe", "estimate",
+    "MODAL_GPU_PRICE_PER_HOUR", "MODAL_PRICES_SOURCE", "combine", "compute_facts", "describe", "estimate",
     "gpu_price_per_hour", "parse_gpu", "total",
 ]
 
@@ -112,6 +112,28 @@ def total(entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     if unpriced_gpu_s:
         summary["unpriced_gpu_s"] = round(unpriced_gpu_s, 3)
     return summary
+
+
+def combine(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """The total of several `total`s (the experiments of a project)."""
+    runs, wall_s, gpu_s, cost_usd, unpriced_gpu_s, priced = 0, 0.0, 0.0, 0.0, 0.0, False
+    by_gpu: dict[str, float] = {}
+    for summary in summaries:
+        runs += int(summary.get("runs") or 0)
+        wall_s += float(summary.get("wall_s") or 0.0)
+        gpu_s += float(summary.get("gpu_s") or 0.0)
+        unpriced_gpu_s += float(summary.get("unpriced_gpu_s") or 0.0)
+        if summary.get("cost_usd") is not None:
+            cost_usd, priced = cost_usd + float(summary["cost_usd"]), True
+        for name, seconds in (summary.get("by_gpu") or {}).items():
+            by_gpu[name] = by_gpu.get(name, 0.0) + float(seconds)
+    combined: dict[str, Any] = {"runs": runs, "wall_s": round(wall_s, 3), "gpu_s": round(gpu_s, 3),
+                                "cost_usd": round(cost_usd, 6) if priced else None}
+    if by_gpu:
+        combined["by_gpu"] = {name: round(seconds, 3) for name, seconds in by_gpu.items()}
+    if unpriced_gpu_s:
+        combined["unpriced_gpu_s"] = round(unpriced_gpu_s, 3)
+    return combined
 
 
 def describe(summary: Mapping[str, Any]) -> str:

@@ -388,6 +388,10 @@ class Pipeline:
         return layout.project_findings_path(self.stub).as_posix()
 
     @cached_property
+    def project_findings_html(self) -> str:
+        return layout.project_findings_html_path(self.stub).as_posix()
+
+    @cached_property
     def gates_file(self) -> str:
         return layout.gates_path(self.stub).as_posix()
 
