@@ -51,7 +51,7 @@ def s1(runner):
 """
 
 INLINE_MAX_BYTES = 4096  # the large artifact goes through the (local stand-in of the) Volume
-VOLATILE_KEYS = {"started_at", "ended_at", "resolved_at", "duration_s", "run_id", "backend"}
+VOLATILE_KEYS = {"started_at", "ended_at", "resolved_at", "duration_s", "wall_s", "run_id", "backend"}
 
 
 class Raising(InProcessModal):

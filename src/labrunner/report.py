@@ -7,6 +7,8 @@ show are embedded, and links to files (which a report cannot follow) become plai
 path as a tooltip. The handlers' artifacts live in the run folders, which no rule declares (a
 failed job would lose them); each experiment's aggregate gathers the ones a page can show into
 results/<exp>/report/ as hard links (copies across file systems), so the report can flag them.
+That folder is flat (`<sub>__[seed-<n>__]<name>`, a folder in a name written `__`): Snakemake's
+report matches its patterns against folders as well as files.
 """
 
 from __future__ import annotations
@@ -106,7 +108,7 @@ def write_findings_html(markdown_path: Path, html_path: Path) -> bool:
 
 def gather_artifacts(results: Mapping[str, Any], folder: Path, root: Path) -> list[Path]:
     """The artifacts of the current results that a report page can show (by type, and at most
-    REPORT_ARTIFACT_MAX_BYTES each), linked into `folder` as <sub>/[seed-<n>/]<name>. The folder
+    REPORT_ARTIFACT_MAX_BYTES each), linked into `folder` as <sub>__[seed-<n>__]<name>. The folder
     is the rule's output: made even when empty, and emptied of what the results no longer have."""
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
@@ -121,9 +123,8 @@ def gather_artifacts(results: Mapping[str, Any], folder: Path, root: Path) -> li
                     continue
                 if source.stat().st_size > REPORT_ARTIFACT_MAX_BYTES:
                     continue
-                seed = f"seed-{run.get('seed')}/" if sub.get("seeds") else ""
-                target = folder / f"{sub_id}/{seed}{_name_in_run(artifact, run)}"
-                target.parent.mkdir(parents=True, exist_ok=True)
+                seed = f"seed-{run.get('seed')}__" if sub.get("seeds") else ""
+                target = folder / f"{sub_id}__{seed}{_name_in_run(artifact, run).replace('/', '__')}"
                 _link_or_copy(source, target)
                 gathered.append(target)
     return gathered

@@ -150,16 +150,18 @@ def record_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple
 def previous_result(paths: RunPaths, run_id: str | None) -> dict[str, Any] | None:
     """The result this run had before the one with `run_id`, from history/ (every final record is
     kept there); None for a run's first result. Lists the folder, and reads a record only when
-    there is one: the common first run costs no read."""
+    there is one: the common first run costs no read. Ordered by the files' times: the names are
+    stamped to the second, and a quick rerun ties."""
     try:
-        names = sorted(entry.name for entry in paths.history.iterdir() if entry.name.endswith(".result.yaml"))
+        kept = [entry for entry in paths.history.iterdir() if entry.name.endswith(".result.yaml")]
     except OSError:
         return None
     own = f"-{run_id}.result.yaml"
-    earlier = [name for name in names if not name.endswith(own)]
-    if run_id and any(name.endswith(own) for name in names):  # only those written before the current one
-        earlier = [name for name in earlier if name < next(n for n in names if n.endswith(own))]
-    for name in reversed(earlier):
+    written = {entry: entry.stat().st_mtime_ns for entry in kept}
+    current = max((mtime for entry, mtime in written.items() if entry.name.endswith(own)), default=None)
+    earlier = sorted((mtime, entry.name) for entry, mtime in written.items()
+                     if not entry.name.endswith(own) and (current is None or mtime <= current))
+    for _, name in reversed(earlier):
         try:
             return read_record(paths.history / name)
         except RecordError:

@@ -55,7 +55,7 @@ rule aggregate_experiment:
         # the handlers' artifacts a report page can show, linked from the run folders
         artifacts=report(
             directory(f"{RESULTS}/{{exp}}/report"),
-            patterns=["{run}/{file}"],
+            patterns=["{run}__{file}"],  # flat: <sub>__[seed-<n>__]<name> (see labrunner.report)
             caption=f"{REPORT_CAPTIONS}/artifacts.rst",
             category="Artifacts",
             subcategory="{exp}",
