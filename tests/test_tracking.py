@@ -214,6 +214,8 @@ def test_tracking_online_without_a_network_falls_back_to_offline(run_handler: Ru
     assert record["wandb"]["mode"] == "offline"
     assert any("falling back to offline" in warning for warning in record["warnings"]), record["warnings"]
     assert "0123456789abcdef" not in outcome.paths.result.read_text()
+    # W&B keeps the online attempt's id reserved: the fallback is a run of its own
+    assert record["wandb"]["id"] == attempt_run_id("demo", EXP, SUB, 0, False, 1) + "-offline"
 
 
 def test_tracking_wandb_mode_environment_overrides_the_plan(run_handler: RunHandler, monkeypatch: pytest.MonkeyPatch) -> None:

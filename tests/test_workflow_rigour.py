@@ -79,7 +79,8 @@ def test_workflow_comparison_and_sweep_in_results_and_findings(project: Path) ->
     assert acc["source_sub"] == "b" and acc["candidates"] == ["a", "b", "c.acc-0.6", "c.acc-0.7"]
     findings = (project / "research" / "experiments" / "e1-tiny" / "FINDINGS.md").read_text()
     assert "| gain (acc: b − a) | +0.105 (paired, 2 seeds) |" in findings
-    assert "### Comparison: gain" in findings and "| 1 | 0.92 | 0.81 | +0.11 |" in findings
+    assert "### Comparison: gain" in findings
+    assert "| 1 | [0.92](../../../results/e1-tiny/b/seed-1/result.yaml) | [0.81](../../../results/e1-tiny/a/seed-1/result.yaml) | +0.11 |" in findings
     assert "### Sweep: c (acc)" in findings and "- Best acc: acc=0.7 (`c.acc-0.7`)" in findings
     assert "acc of 0.91 (best of 4: b, mean of 2 seeds" in findings
     assert "![sweep c](../../../results/e1-tiny/sweeps/c.png)" in findings

@@ -580,6 +580,7 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
         record.update(facts.fields(spec, stub, outcome), retrying=True)
         record["wandb"] = attempts[-1]["wandb"] = tracking.end(tracker, record)
         record["warnings"] = [*record["warnings"], *tracker.warnings]
+        tracker = NullTracker()  # that run is finished: a stop before the next attempt must not end it again
         write_final(paths, record, last_failure, reserve)
         console.write(f"[{label}] attempt {attempt} failed ({outcome['error']['type']}); retrying\n")
     attempt_count = len(attempts)
