@@ -102,6 +102,7 @@ def offline_attempts(run_dir: Path) -> list[dict[str, Any]]:
                 found["exit_code"] = record.exit.exit_code
             elif kind == "artifact":
                 found["artifacts"].append((record.artifact.name, sorted(entry.path for entry in record.artifact.manifest.contents)))
+                found["staged"] = {entry.path: entry.local_path for entry in record.artifact.manifest.contents}
         runs.append(found)
     return runs
 
@@ -139,6 +140,8 @@ def test_tracking_each_attempt_is_a_run_with_a_stable_id_failed_ones_tagged(run_
     assert [run["exit_code"] for run in runs] == [1, 1, 0]
     assert [("failed" in run["tags"]) for run in runs] == [True, True, False]
     assert [run["artifacts"] for run in runs] == [[], [], [(f"{EXP}.{SUB}.seed0", ["artifacts/note.txt"])]]
+    (second.paths.run_dir / "artifacts" / "note.txt").write_text("replaced by a later rerun")
+    assert Path(runs[2]["staged"]["artifacts/note.txt"]).read_text() == "hi"  # W&B keeps its own copy
     failure, result = first.record, read_record(second.paths.result)
     assert (failure["wandb"]["id"], failure["wandb"]["attempt"]) == (runs[1]["id"], 2)
     assert failure["failed_attempts"][0]["wandb_id"] == runs[0]["id"]
@@ -147,6 +150,23 @@ def test_tracking_each_attempt_is_a_run_with_a_stable_id_failed_ones_tagged(run_
     assert provenance["code"] == result["code"] and provenance["handler"] == f"handlers/{EXP}/{SUB}.py::{SUB}"
     assert (provenance["commit"], provenance["dirty"]) == (result["git"]["commit"], result["git"]["dirty"])
     assert json.loads(runs[2]["config"]["environment"]) == result["environment"]
+
+
+def test_tracking_an_online_run_whose_id_exists_is_refused_and_falls_back_to_offline(tmp_path: Path) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def init(**kwargs: Any) -> Any:  # W&B answers resume="never" for an id it has with an error
+        calls.append(kwargs)
+        if kwargs["mode"] == "online":
+            raise RuntimeError(f"run ID {kwargs['id']} is in use")
+        return FakeRun()
+
+    tracker = start_tracking(replace(request(tmp_path), run_id="s1-s0-a1-abc", attempt=1), import_wandb=fake_wandb(init))
+
+    assert [(call["mode"], call["id"], call["resume"]) for call in calls] == [
+        ("online", "s1-s0-a1-abc", "never"), ("offline", "s1-s0-a1-abc-offline", "never")]
+    assert tracker.warnings == ["W&B online run RuntimeError: run ID s1-s0-a1-abc is in use; falling back to offline"]
+    assert tracker.info()["attempt"] == 1
 
 
 def test_tracking_attempt_run_id_depends_on_sub_seed_attempt_and_tree() -> None:

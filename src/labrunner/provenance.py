@@ -54,8 +54,11 @@ def git_state(root: Path, code_files: Iterable[str], history_dir: Path) -> dict[
         state["untracked"] = untracked
     if state["dirty"]:
         patch = _patch(root, tracked_changes, untracked)
-        if patch:
-            state["diff"] = _save_patch(patch, root, history_dir)
+        try:
+            if patch:
+                state["diff"] = _save_patch(patch, root, history_dir)
+        except OSError as exc:  # a full disk must not stop the attempt; the record says what is missing
+            state["diff_error"] = str(exc)
     return state
 
 

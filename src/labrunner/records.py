@@ -226,7 +226,10 @@ def next_attempt_number(paths: RunPaths) -> int:
         before = int(counter.read_text(encoding="utf-8").strip() or 0)
     except (OSError, ValueError):  # none yet, or unreadable: count what the history holds
         before = _recorded_attempts(paths)
-    atomic_write_text(counter, f"{before + 1}\n")
+    try:
+        atomic_write_text(counter, f"{before + 1}\n")
+    except OSError:  # a full disk: the attempt runs all the same (its record says why it failed)
+        pass
     return before + 1
 
 
