@@ -4,11 +4,10 @@ happened, with the metrics logged before it."""
 
 from __future__ import annotations
 
-import platform
-
 import io
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
