@@ -1,75 +1,133 @@
-"""Shared helpers for the benchmark scripts: temporary projects and timing."""
+"""What the benchmarks share: throwaway labrunner projects and plain Snakemake baselines of the
+same shape, and timing that runs the two alternately, so that the load of a shared machine
+weighs on both alike."""
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
+SUBS_PER_EXPERIMENT = 50  # the issue's measurements: 1,000 subs in 20 experiments
+NOOP_HANDLER = 'def HANDLER(runner):\n    return {"finding": "nothing to see", "metrics": {"x": 1.0}}\n'
+# the repository's own workflow, as a project holds it. Only the Snakefile and profile once the
+# workflow ships inside the package (the thin Snakefile includes it); until then rules/, scripts/
+# and envs/ beside them, which are copied when they exist.
+WORKFLOW_FILES = ("Snakefile", "profiles", "rules", "scripts", "envs")
 
 
-def snakemake_cmd() -> list[str]:
-    return [str(BIN / "snakemake")]
+def copy_workflow(root: Path) -> None:
+    """Put the repository's workflow files into a benchmark project: the one place that knows where they live."""
+    for name in WORKFLOW_FILES:
+        source = REPO / name
+        if source.is_dir():
+            shutil.copytree(source, root / name)
+        elif source.is_file():
+            shutil.copy2(source, root / name)
 
 
-def make_project(n_experiments: int, subs_per_experiment: int, handler_body: str, wandb_mode: str = "disabled") -> Path:
-    """A labrunner project with the repo's Snakefile, rules and profile, and a generated plan."""
+def bench_env() -> dict[str, str]:
+    """W&B off whatever the caller's environment says, and this interpreter's tools first on PATH."""
+    return {**os.environ, "WANDB_MODE": "disabled", "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def snakemake(*args: str) -> list[str]:
+    return [str(BIN / "snakemake"), *args]
+
+
+def shape(n_subs: int) -> list[tuple[str, int]]:
+    """(experiment id, number of subs) for n_subs subs, SUBS_PER_EXPERIMENT to an experiment."""
+    experiments = max(1, -(-n_subs // SUBS_PER_EXPERIMENT))
+    return [(f"exp-{e}", len(range(e, n_subs, experiments))) for e in range(experiments)]
+
+
+def make_project(n_subs: int, handler_body: str = NOOP_HANDLER) -> Path:
+    """A labrunner project: the repository's workflow, a plan of n_subs subs and a handler file each."""
     root = Path(tempfile.mkdtemp(prefix="labrunner-bench-"))
-    for item in ("Snakefile", "profiles"):
-        source = REPO / item
-        (shutil.copytree if source.is_dir() else shutil.copy)(source, root / item)
-    lines = ["project: {name: bench}", f"wandb: {{mode: {wandb_mode}}}", "experiments:"]
-    for e in range(n_experiments):
-        exp = f"exp-{e}"
-        lines += [f"  {exp}:", "    sub_experiments:"]
+    copy_workflow(root)
+    lines = ["project: {name: bench}", "wandb: {mode: disabled}", "experiments:"]
+    for exp, subs in shape(n_subs):
+        lines += [f"  {exp}:", "    success_criteria:", "      x: {target: 1.0, acceptable: 0.5, failure: 0.1}",
+                  "    sub_experiments:"]
         handlers = root / "handlers" / exp
         handlers.mkdir(parents=True)
-        for s in range(subs_per_experiment):
-            sub = f"s{s}"
-            lines.append(f"      {sub}: {{params: {{i: {s}}}}}")
-            (handlers / f"{sub}.py").write_text(handler_body.replace("HANDLER", sub))
+        for s in range(subs):
+            lines.append(f"      s{s}: {{params: {{i: {s}}}}}")
+            (handlers / f"s{s}.py").write_text(handler_body.replace("HANDLER", f"s{s}"))
     (root / "research").mkdir()
     (root / "research" / "research_plan.yaml").write_text("\n".join(lines) + "\n")
     return root
 
 
-def make_plain(n_jobs: int) -> Path:
-    """The baseline: a plain Snakefile with n trivial jobs and nothing else."""
+def make_plain(n_subs: int, job_command: str = "touch {output}") -> Path:
+    """The baseline: a plain Snakefile whose DAG has the shape of labrunner's for n_subs subs (one
+    job per sub with an input file, an aggregate and a findings job per experiment, a gates job and
+    a project findings job), every job trivial."""
     root = Path(tempfile.mkdtemp(prefix="labrunner-bench-plain-"))
+    experiments = shape(n_subs)
+    for exp, subs in experiments:
+        (root / "src" / exp).mkdir(parents=True)
+        for s in range(subs):
+            (root / "src" / exp / f"s{s}.py").write_text("")
+    subs_of = {exp: [f"s{s}" for s in range(subs)] for exp, subs in experiments}
     (root / "Snakefile").write_text(
-        f"N = range({n_jobs})\n\n"
-        "rule all:\n    input: expand('out/{i}.txt', i=N)\n\n"
-        "rule job:\n    output: 'out/{i}.txt'\n    shell: 'touch {output}'\n"
+        f"SUBS = {subs_of!r}\n\n"
+        "rule all:\n    input: 'out/FINDINGS.md'\n    default_target: True\n\n"
+        f"rule sub:\n    input: 'src/{{exp}}/{{sub}}.py'\n    output: 'out/{{exp}}/{{sub}}/result.yaml'\n"
+        f"    shell: {job_command!r}\n\n"
+        "rule aggregate:\n    input: lambda w: expand('out/{exp}/{sub}/result.yaml', exp=w.exp, sub=SUBS[w.exp])\n"
+        "    output: 'out/{exp}/results.yaml'\n    shell: 'touch {output}'\n\n"
+        "rule findings:\n    input: 'out/{exp}/results.yaml'\n    output: 'out/{exp}/FINDINGS.md'\n    shell: 'touch {output}'\n\n"
+        "rule gates:\n    input: expand('out/{exp}/results.yaml', exp=SUBS)\n    output: 'out/gates.yaml'\n"
+        "    shell: 'touch {output}'\n\n"
+        "rule project:\n    input: expand('out/{exp}/FINDINGS.md', exp=SUBS), 'out/gates.yaml'\n"
+        "    output: 'out/FINDINGS.md'\n    shell: 'touch {output}'\n"
     )
     return root
 
 
-def _once(command: list[str], cwd: Path, env: dict[str, str] | None) -> float:
+@contextmanager
+def temporary(*roots: Path) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for root in roots:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall_s: float
+    cpu_s: float  # user + system time of the command and every process it waited for
+
+
+def run_timed(command: list[str], cwd: Path) -> Timing:
+    """Run a command to completion; its wall and CPU time. Fails loudly if the command fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env or os.environ.copy())
-    elapsed = time.perf_counter() - start
+    done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=bench_env())
+    wall_s = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed in {cwd}:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
-    return elapsed
+        raise RuntimeError(f"{' '.join(command)} failed in {cwd}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return Timing(wall_s, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
 
 
-def timed(command: list[str], cwd: Path, repeats: int = 3, env: dict[str, str] | None = None) -> float:
-    """Median wall time of a command, in seconds; fails loudly if the command fails."""
-    return statistics.median(_once(command, cwd, env) for _ in range(repeats))
-
-
-def timed_pair(first: tuple[list[str], Path], second: tuple[list[str], Path], repeats: int = 7) -> tuple[float, float]:
-    """Median wall times of two commands run alternately, so that a change in the machine's load
-    during the measurement weighs on both alike."""
+def alternate(first: Callable[[], float], second: Callable[[], float], repeats: int) -> tuple[float, float]:
+    """Medians of two measurements taken in turns (first, second, first, ...)."""
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
-        for index, (command, cwd) in enumerate((first, second)):
-            times[index].append(_once(command, cwd, None))
+        times[0].append(first())
+        times[1].append(second())
     return statistics.median(times[0]), statistics.median(times[1])

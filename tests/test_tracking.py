@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -133,7 +134,9 @@ def test_tracking_each_attempt_is_a_run_with_a_stable_id_failed_ones_tagged(run_
     second = run_handler(LOGGING_HANDLER.replace('return {', 'path = runner.results.save_artifact("note.txt", "hi")\n'
                                                  '    return {"artifacts": [path], '), root=root)
 
-    digest = hashlib.sha256(f"demo\0{EXP}\0{SUB}\0000\0real".encode()).hexdigest()[:8]
+    token, count = (second.paths.run_dir / ".attempts").read_text().split()
+    assert count == "3"  # attempts counted across jobs, retries included
+    digest = hashlib.sha256(f"demo\0{EXP}\0{SUB}\0000\0real\0{token}".encode()).hexdigest()[:8]
     runs = offline_attempts(second.paths.run_dir)
     assert [run["id"] for run in runs] == [f"{SUB}-s0-a{n}-{digest}" for n in (1, 2, 3)]
     assert [run["name"] for run in runs] == [SUB, f"{SUB} (attempt 2)", f"{SUB} (attempt 3)"]
@@ -169,12 +172,23 @@ def test_tracking_an_online_run_whose_id_exists_is_refused_and_falls_back_to_off
     assert tracker.info()["attempt"] == 1
 
 
-def test_tracking_attempt_run_id_depends_on_sub_seed_attempt_and_tree() -> None:
-    ids = {attempt_run_id("demo", EXP, sub, seed, stub, attempt)
-           for sub in ("s1", "s2") for seed in (0, 1) for stub in (False, True) for attempt in (1, 2)}
-    assert len(ids) == 16
-    assert attempt_run_id("demo", EXP, "e1_4.hidden-64.lr-0.001", 2, False, 7).startswith("e1_4-hidden-64-lr-0-001-s2-a7-")
-    assert attempt_run_id("demo", EXP, "s1", 0, False, 1) == attempt_run_id("demo", EXP, "s1", 0, False, 1)
+def test_tracking_attempt_run_id_depends_on_sub_seed_attempt_tree_and_folder() -> None:
+    ids = {attempt_run_id("demo", EXP, sub, seed, stub, attempt, token) for sub in ("s1", "s2") for seed in (0, 1)
+           for stub in (False, True) for attempt in (1, 2) for token in ("0a1b2c3d", "ffee0011")}
+    assert len(ids) == 32
+    assert attempt_run_id("demo", EXP, "e1_4.hidden-64.lr-0.001", 2, False, 7, "t").startswith("e1_4-hidden-64-lr-0-001-s2-a7-")
+    assert attempt_run_id("demo", EXP, "s1", 0, False, 1, "t") == attempt_run_id("demo", EXP, "s1", 0, False, 1, "t")
+
+
+def test_tracking_a_deleted_results_folder_starts_new_ids(run_handler: RunHandler) -> None:
+    first = run_handler(LOGGING_HANDLER, wandb_mode="offline")
+    root, before = first.paths.run_dir.parents[2], first.record["wandb"]["id"]
+    shutil.rmtree(root / "results")
+
+    again = run_handler(LOGGING_HANDLER, root=root)
+
+    after = again.record["wandb"]["id"]
+    assert before.startswith(f"{SUB}-s0-a1-") and after.startswith(f"{SUB}-s0-a1-") and after != before
 
 
 def test_tracking_metric_names_are_prefixed_with_the_sub(run_handler: RunHandler) -> None:
@@ -235,7 +249,8 @@ def test_tracking_online_without_a_network_falls_back_to_offline(run_handler: Ru
     assert any("falling back to offline" in warning for warning in record["warnings"]), record["warnings"]
     assert "0123456789abcdef" not in outcome.paths.result.read_text()
     # W&B keeps the online attempt's id reserved: the fallback is a run of its own
-    assert record["wandb"]["id"] == attempt_run_id("demo", EXP, SUB, 0, False, 1) + "-offline"
+    token = (outcome.paths.run_dir / ".attempts").read_text().split()[0]
+    assert record["wandb"]["id"] == attempt_run_id("demo", EXP, SUB, 0, False, 1, token) + "-offline"
 
 
 def test_tracking_wandb_mode_environment_overrides_the_plan(run_handler: RunHandler, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -402,6 +417,21 @@ def test_tracking_log_prefixes_names_and_survives_a_failing_log(tmp_path: Path) 
 
     assert run.logged == [{"s1/loss": 0.5, "s1/step": 3}]
     assert run.defined == [("s1/step", {}), ("s1/*", {"step_metric": "s1/step"})]
+    assert tracker.warnings == ["W&B logging stopped: RuntimeError: quota exceeded; metrics.jsonl has everything"]
+
+
+def test_tracking_log_lines_sends_every_line_in_order_and_stops_at_a_failure(tmp_path: Path) -> None:
+    def log(payload: dict[str, Any]) -> None:
+        if payload["s1/step"] == 2400:
+            raise RuntimeError("quota exceeded")
+
+    run = FakeRun(log=log)
+    tracker = start_tracking(request(tmp_path), import_wandb=fake_wandb(lambda **_: run))
+
+    tracker.log_lines([({"loss": step / 4}, step) for step in range(3000)])  # several calls on the owner thread
+    tracker.log_lines([({"loss": 0.0}, 3000)])
+
+    assert run.logged == [{"s1/loss": step / 4, "s1/step": step} for step in range(2400)]
     assert tracker.warnings == ["W&B logging stopped: RuntimeError: quota exceeded; metrics.jsonl has everything"]
 
 

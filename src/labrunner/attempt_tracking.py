@@ -16,7 +16,7 @@ from typing import Any
 
 from labrunner.layout import RunPaths
 from labrunner.plan import Plan, SubSpec
-from labrunner.records import COMPLETED, next_attempt_number
+from labrunner.records import COMPLETED, next_attempt
 from labrunner.tracking import (
     NullTracker, Tracker, TrackingRequest, attempt_run_id, effective_mode, project_slug, start_tracking,
 )
@@ -44,10 +44,10 @@ class AttemptTracking:
     def start(self) -> Tracker:
         """The tracker of the attempt about to run (counted even when W&B is off, so that the
         numbers stay the numbers of attempts)."""
-        number = next_attempt_number(self.paths)
+        number, token = next_attempt(self.paths)
         if self.hung:
             return NullTracker("disabled", ["W&B hung in an earlier attempt of this job; this attempt is not tracked"])
-        return start_tracking(self._request(number))
+        return start_tracking(self._request(number, token))
 
     def end(self, tracker: Tracker, record: Mapping[str, Any]) -> dict[str, Any]:
         """Close the attempt's run from its record; return the record's `wandb` (paths relative
@@ -65,7 +65,7 @@ class AttemptTracking:
         self.hung = self.hung or bool(getattr(tracker, "hung", False))
         return _portable_paths(tracker.info(), self.plan.root.resolve())
 
-    def _request(self, number: int) -> TrackingRequest:
+    def _request(self, number: int, token: str) -> TrackingRequest:
         settings = self.plan.model.wandb
         spec, seed = self.spec, self.seed
         project = settings.project or project_slug(self.plan.model.project.name)
@@ -88,7 +88,7 @@ class AttemptTracking:
             job_type="stub" if self.stub else "sub-experiment",
             init_timeout_s=settings.init_timeout_s,
             finish_timeout_s=settings.finish_timeout_s,
-            run_id=attempt_run_id(project, spec.experiment_id, spec.sub_id, seed, self.stub, number),
+            run_id=attempt_run_id(project, spec.experiment_id, spec.sub_id, seed, self.stub, number, token),
             attempt=number,
         )
 

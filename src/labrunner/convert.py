@@ -18,13 +18,25 @@ from typing import Any
 
 from labrunner.errors import HandlerReturnError, MetricError
 
-__all__ = ["HandlerOutput", "is_finite_number", "to_number", "to_plain", "validate_return"]
+__all__ = ["HandlerOutput", "device_scalar", "is_finite_number", "to_number", "to_plain", "validate_return"]
 
 RETURN_SHAPE = "{'finding': 'one sentence', 'metrics': {'name': number, ...}, 'artifacts': [paths from runner.results]}"
 
 
 def _is_torch_tensor(value: Any) -> bool:
     return type(value).__module__.startswith("torch") and hasattr(value, "detach")
+
+
+def device_scalar(value: Any) -> Any | None:
+    """The detached tensor when `value` is one real number held on an accelerator (CUDA, MPS),
+    else None. Only the tensor's metadata is looked at: reading its value would make the CPU
+    wait for the device, which is what a caller asking this wants to put off."""
+    if not _is_torch_tensor(value) or value.device.type == "cpu" or value.numel() != 1:
+        return None
+    dtype = value.dtype
+    if dtype.is_complex or str(dtype) == "torch.bool":  # not a metric: converted, and refused, at once
+        return None
+    return value.detach()
 
 
 def _is_numpy(value: Any) -> bool:

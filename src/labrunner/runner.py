@@ -1,15 +1,15 @@
 """What a handler sees: `ExperimentRunner` and its `results`.
 
 A runner lives in the handler's own process. Every metric is appended to metrics.jsonl and
-flushed at once, so the metrics logged before a crash survive it; the supervising process
-forwards them to W&B, which keeps W&B trouble out of the handler's process entirely.
+flushed at once (a number still on a GPU as soon as the GPU has produced it, without making the
+loop wait: see labrunner.metrics_log), so the metrics logged before a crash survive it; the
+supervising process forwards them to W&B, which keeps W&B trouble out of the handler's process.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import math
 import os
 import random
 import shutil
@@ -20,9 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, TypeVar
 
-from labrunner.convert import to_number, to_plain
+from labrunner.convert import to_plain
 from labrunner.errors import ArtifactError, HandlerReturnError, MetricError
-from labrunner.files import AppendLog, atomic_writer
+from labrunner.files import atomic_writer
+from labrunner.metrics_log import MetricsLog
 
 __all__ = ["ExperimentRunner", "Results", "RunContext", "detect_device", "seed_everything"]
 
@@ -226,9 +227,8 @@ class ExperimentRunner:
         self.results = Results(self.run_dir)
         self.warnings: list[str] = []
         self._device: str | None = None
-        self._nonfinite_seen: set[str] = set()
         self._started = time.monotonic()
-        self._metrics_file = AppendLog(context.metrics_path)  # unbuffered: a full disk fails the call, not close()
+        self._metrics = MetricsLog(context.metrics_path, context.run_id, context.attempt, self.warnings)
 
     @property
     def device(self) -> str:
@@ -241,20 +241,16 @@ class ExperimentRunner:
         seed_everything(self.seed if seed is None else seed)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """Record metrics (tensors and numpy accepted); NaN and inf are kept and flagged."""
-        if not isinstance(metrics, Mapping):
+        """Record metrics (tensors and numpy accepted); NaN and inf are kept and flagged. A number
+        on a GPU is not waited for: its line is written once the GPU has produced it."""
+        if type(metrics) is not dict and not isinstance(metrics, Mapping):  # the cheap test first: a call per step
             raise MetricError(f"log_metrics expects a dict of name -> number, got a {type(metrics).__name__}")
-        values = {str(name): to_number(value, f"metric {name!r}") for name, value in metrics.items()}
-        for name, value in values.items():
-            if not math.isfinite(value) and name not in self._nonfinite_seen:
-                self._nonfinite_seen.add(name)
-                self.warnings.append(f"metric {name!r} was {value} at step {step}")
-        if step is not None:
-            step = int(to_number(step, "step"))
-        line = {"step": step, "time_s": round(time.monotonic() - self._started, 3), "attempt": self.attempt,
-                "run": self._context.run_id, "metrics": values}
-        self._metrics_file.write(json.dumps(line) + "\n")
-        self._metrics_file.flush()
+        self._metrics.append(metrics, step, round(time.monotonic() - self._started, 3))
+
+    def flush(self) -> None:
+        """Write the metric lines still waiting for the GPU (waiting for it): the worker calls this
+        when the handler returns; raises OSError when metrics.jsonl cannot be written."""
+        self._metrics.flush()
 
     def progress(self, iterable: Iterable[T], desc: str | None = None, total: int | None = None,
                  every_s: float = 10.0) -> Iterator[T]:
@@ -274,7 +270,8 @@ class ExperimentRunner:
         print(_progress_line(label, count, total, time.monotonic() - start), flush=True)
 
     def close(self) -> None:
-        self._metrics_file.close()
+        """Flush and close metrics.jsonl; never raises (what could not be written is a warning)."""
+        self._metrics.close()
 
 
 def _progress_line(label: str, count: int, total: int | None, elapsed_s: float) -> str:

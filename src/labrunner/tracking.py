@@ -32,6 +32,8 @@ __all__ = ["NullTracker", "Tracker", "TrackingRequest", "WandbTracker", "attempt
 T = TypeVar("T")
 # wandb's own init_timeout should fire first; past this grace the call is abandoned as hung
 INIT_GRACE_S = 5.0
+# metric lines per call on the W&B owner thread: ~0.1 s of wandb.log, far inside call_timeout_s
+LOG_LINES_PER_CALL = 1000
 _ENV_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
               "disabled": "disabled", "disable": "disabled"}
 
@@ -40,6 +42,7 @@ class Tracker(Protocol):
     warnings: list[str]
 
     def log(self, metrics: Mapping[str, float], step: int | None) -> None: ...
+    def log_lines(self, lines: Sequence[tuple[Mapping[str, float], int | None]]) -> None: ...
     def summary(self, metrics: Mapping[str, Any]) -> None: ...
     def finish(self, exit_code: int) -> None: ...
     def info(self) -> dict[str, Any]: ...
@@ -69,12 +72,14 @@ class TrackingRequest:
     attempt: int | None = None  # the attempt's number, across every job of this run (1 for the first)
 
 
-def attempt_run_id(project: str, experiment_id: str, sub_id: str, seed: int, stub: bool, attempt: int) -> str:
+def attempt_run_id(project: str, experiment_id: str, sub_id: str, seed: int, stub: bool, attempt: int,
+                   folder_token: str) -> str:
     """`<sub>-s<seed>-a<attempt>-<hash>`: readable in W&B's URLs, the same for the same attempt.
-    The hash (of the project, experiment, sub, seed and tree) keeps two subs whose names read
-    alike apart, and stub runs apart from real ones; W&B's ids are per project."""
-    digest = hashlib.sha256("\0".join([project, experiment_id, sub_id, str(seed), "stub" if stub else "real"])
-                            .encode("utf-8")).hexdigest()[:8]
+    The hash (of the project, experiment, sub, seed, tree and the run folder's token, see
+    records.next_attempt) keeps apart two subs whose names read alike, stub runs and real ones,
+    and the attempts of another copy of the project: W&B's ids are per project."""
+    digest = hashlib.sha256("\0".join([project, experiment_id, sub_id, str(seed), "stub" if stub else "real",
+                                       folder_token]).encode("utf-8")).hexdigest()[:8]
     readable = re.sub(r"[^a-z0-9_-]+", "-", sub_id.lower()).strip("-")[:40] or "sub"
     return f"{readable}-s{seed}-a{attempt}-{digest}"
 
@@ -138,6 +143,9 @@ class NullTracker:
     def log(self, metrics: Mapping[str, float], step: int | None) -> None:
         pass
 
+    def log_lines(self, lines: Sequence[tuple[Mapping[str, float], int | None]]) -> None:
+        pass
+
     def summary(self, metrics: Mapping[str, Any]) -> None:
         pass
 
@@ -184,16 +192,20 @@ class WandbTracker:
             self.warnings.append(f"W&B step axis not set: {_short(error)}")
 
     def log(self, metrics: Mapping[str, float], step: int | None) -> None:
-        if self.hung or self._log_failed:
-            return
+        self.log_lines([(metrics, step)])
+
+    def log_lines(self, lines: Sequence[tuple[Mapping[str, float], int | None]]) -> None:
+        """Log metric lines in order, up to LOG_LINES_PER_CALL of them in one call on the owner
+        thread: handing each line over on its own cost more than wandb.log itself."""
         prefix = self.request.metric_prefix
-        payload = {f"{prefix}{name}": value for name, value in metrics.items()}
-        if step is not None:
-            payload[f"{prefix}step"] = step
-        _, error, _ = self._call(lambda: self.run.log(payload), "log")
-        if error is not None:
-            self._log_failed = True
-            self.warnings.append(f"W&B logging stopped: {_short(error)}; metrics.jsonl has everything")
+        for start in range(0, len(lines), LOG_LINES_PER_CALL):
+            if self.hung or self._log_failed:
+                return
+            payloads = [_payload(prefix, metrics, step) for metrics, step in lines[start:start + LOG_LINES_PER_CALL]]
+            _, error, _ = self._call(lambda payloads=payloads: _log_each(self.run, payloads), "log")
+            if error is not None:
+                self._log_failed = True
+                self.warnings.append(f"W&B logging stopped: {_short(error)}; metrics.jsonl has everything")
 
     def summary(self, metrics: Mapping[str, Any]) -> None:
         if self.hung:
@@ -284,6 +296,18 @@ def _identity(run: Any) -> dict[str, str]:
     return found
 
 
+def _payload(prefix: str, metrics: Mapping[str, float], step: int | None) -> dict[str, Any]:
+    payload: dict[str, Any] = {f"{prefix}{name}": value for name, value in metrics.items()}
+    if step is not None:
+        payload[f"{prefix}step"] = step
+    return payload
+
+
+def _log_each(run: Any, payloads: list[dict[str, Any]]) -> None:
+    for payload in payloads:  # the first that raises stops the rest, as line-by-line calls would
+        run.log(payload)
+
+
 def _define_step_axis(run: Any, prefix: str) -> None:
     run.define_metric(f"{prefix}step")
     run.define_metric(f"{prefix}*", step_metric=f"{prefix}step")
@@ -314,9 +338,8 @@ def _init(wandb: Any, request: TrackingRequest, mode: str) -> Any:
         init_timeout=request.init_timeout_s, finish_timeout=request.finish_timeout_s,
         login_timeout=min(request.init_timeout_s, 30.0), console="off", silent=True,
     )
-    # resume="never" with our own id: an online run that exists already (a results folder deleted,
-    # so the attempts were counted again from 1) is refused rather than overwritten; the attempt
-    # then falls back to offline, with a warning
+    # resume="never" with our own id: should an online run with it exist already, it is refused
+    # rather than written over; the attempt then falls back to offline, with a warning
     return wandb.init(
         project=request.project, entity=request.entity, group=request.group, name=request.name,
         job_type=request.job_type, config=request.config, tags=list(request.tags), dir=str(request.run_dir),

@@ -223,7 +223,8 @@ def run(context: RunContext) -> dict[str, Any]:
         _seed_loaded_libraries(context.seed)
         runner = ExperimentRunner(context)
         returned = handler(runner)
-        _STOPS.reporting = True
+        _STOPS.reporting = True  # from here a stop is noted, not raised: see _HandlerStops
+        runner.flush()  # metric lines still waiting for the GPU, before the outcome is reported
         output = validate_return(returned, runner.results.resolve)
         artifacts = output.artifacts + [name for name in runner.results.saved if name not in output.artifacts]
         return {
@@ -238,6 +239,8 @@ def run(context: RunContext) -> dict[str, Any]:
         }
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a record
         _STOPS.reporting = True
+        if runner is not None:
+            runner.close()  # also after SIGINT/SIGTERM (raised here): every line logged reaches metrics.jsonl
         outcome = error_outcome(exc, root, runner.warnings if runner else [], _STOPS.received)
         outcome["device"] = _device_used()
         outcome["environment"] = handler_environment()
