@@ -127,7 +127,7 @@ def test_curves_plot_is_a_png_with_one_line_per_seed_in_each_metric_panel(tmp_pa
 
     written = write_curve_plots(results, tmp_path / "curves", tmp_path)
 
-    assert written == {"mlp": f"curves/mlp.png"}
+    assert written == {"mlp": "curves/mlp.png"}
     png = tmp_path / "curves" / "mlp.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and matplotlib.image.imread(png).shape[2] == 4
     figure = curve_figure("mlp", {seed: read_curves(tmp_path / f"results/{EXP}/mlp/seed-{seed}/metrics.jsonl", "r", 2)
@@ -138,6 +138,15 @@ def test_curves_plot_is_a_png_with_one_line_per_seed_in_each_metric_panel(tmp_pa
         series = [line for line in axis.get_lines() if line.get_gid() == "series"]
         assert [line.get_label() for line in series] == ["seed 0", "seed 1"]
         assert all(len(line.get_xdata()) == 5 for line in series)
+
+    # the next aggregate draws again only what changed: the same results, the same drawing
+    drawn, before = png.stat().st_ino, png.read_bytes()
+    png.unlink()  # Snakemake empties a directory output before its job runs
+    assert write_curve_plots(results, tmp_path / "curves", tmp_path) == written and png.stat().st_ino == drawn
+    results["subs"]["mlp"]["seeds"][1]["run_id"] = "r2"  # seed 1 reran
+    write(tmp_path / f"results/{EXP}/mlp/seed-1/metrics.jsonl", metrics_line("r2", 1, 0, loss=5.0))
+    write_curve_plots(results, tmp_path / "curves", tmp_path)
+    assert png.read_bytes() != before and len(list((tmp_path / ".curves-cache").iterdir())) == 1  # the old one pruned
 
 
 def test_report_artifacts_are_gathered_by_run_keeping_their_folders(tmp_path: Path) -> None:

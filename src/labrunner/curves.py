@@ -8,13 +8,16 @@ every attempt's lines, failed ones included). matplotlib is imported only to dra
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from labrunner.files import atomic_writer
+from labrunner.files import atomic_write_text, atomic_writer
 
 __all__ = ["MAX_PANELS", "curve_figure", "read_curves", "write_curve_plots"]
 
@@ -110,20 +113,63 @@ def _thinned(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 def write_curve_plots(results: Mapping[str, Any], folder: Path, root: Path) -> dict[str, str]:
     """One PNG per sub with stepped metrics, in `folder` (made even when there is none: it is the
-    rule's output); {sub: path relative to root} for results.yaml."""
+    rule's output); {sub: path relative to root} for results.yaml.
+
+    Snakemake empties a directory output before its job runs, and the aggregate runs whenever any
+    sub of the experiment changes; drawing every sub again each time would cost a second per six
+    subs. So each drawing is kept in `.curves-cache/` beside the folder, named by what it shows
+    (the runs that made the current results: their lines in metrics.jsonl never change), and
+    linked into the folder; only the subs whose results changed are drawn again."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = {}
+    cache = folder.parent / CACHE_DIR
+    cache.mkdir(exist_ok=True)
+    written, used = {}, set()
     preferred = [crit.get("metric") or metric for metric, crit in (results.get("criteria") or {}).items()]
+    title = "{experiment} / {sub}: learning curves"
     for sub_id, sub in (results.get("subs") or {}).items():
-        by_seed = sub_curves(sub, root)
-        if not by_seed:
+        key = _drawing_key(sub, preferred)
+        if key is None:
             continue
-        path = folder / f"{sub_id}.png"
-        figure = curve_figure(f"{results.get('experiment')} / {sub_id}: learning curves", by_seed, preferred)
-        with atomic_writer(path) as handle:
-            figure.savefig(handle, format="png", dpi=100)
-        written[sub_id] = _relative(path, root)
+        drawn, nothing = cache / f"{sub_id}-{key}.png", cache / f"{sub_id}-{key}.none"
+        used.update((drawn.name, nothing.name))
+        if not drawn.exists() and not nothing.exists():
+            by_seed = sub_curves(sub, root)
+            if not by_seed:
+                atomic_write_text(nothing, "")
+                continue
+            figure = curve_figure(title.format(experiment=results.get("experiment"), sub=sub_id), by_seed, preferred)
+            with atomic_writer(drawn) as handle:
+                figure.savefig(handle, format="png", dpi=100)
+        if drawn.exists():
+            path = folder / f"{sub_id}.png"
+            _link_or_copy(drawn, path)
+            written[sub_id] = _relative(path, root)
+    for stale in cache.iterdir():  # drawings of results that are no longer current
+        if stale.name not in used:
+            stale.unlink(missing_ok=True)
     return written
+
+
+CACHE_DIR = ".curves-cache"  # beside the curves folder; no id names a hidden folder
+_DRAWING_VERSION = "1"  # bump when curve_figure draws differently
+
+
+def _drawing_key(sub: Mapping[str, Any], preferred: Sequence[str]) -> str | None:
+    """What a sub's drawing shows: the run and attempt that made each seed's current result."""
+    runs = [(run.get("seed"), run.get("run_id"), run.get("attempts")) for run in sub.get("seeds") or [sub]
+            if run.get("status", sub.get("status")) == "completed" and run.get("result_file")]
+    if not runs:
+        return None
+    text = json.dumps([_DRAWING_VERSION, MAX_PANELS, MAX_POINTS, list(preferred), runs], default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(source, target)
 
 
 def _relative(path: Path, root: Path) -> str:
