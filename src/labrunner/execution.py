@@ -404,8 +404,8 @@ class _MetricsForwarder:
 
     path: Path
     run_id: str
-    attempt: int
     tracker: Tracker
+    attempt: int = 1  # its lines only: each attempt is a W&B run of its own
     offset: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -575,7 +575,7 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
             attempts.append(outcome)
             break
         tracker = tracking.start()  # one W&B run per attempt
-        forwarder = _MetricsForwarder(paths.metrics, run_id, attempt, tracker)
+        forwarder = _MetricsForwarder(paths.metrics, run_id, tracker, attempt)
         forwarder.start()
         began_s = time.monotonic()
         try:
