@@ -17,7 +17,7 @@ from labrunner.aggregate import collect_experiment
 from labrunner.curves import curve_figure, read_curves, write_curve_plots
 from labrunner.findings import render_experiment_findings
 from labrunner.plan import load_plan
-from labrunner.report import findings_html, gather_artifacts
+from labrunner.report import findings_html, gather_artifacts, write_findings_html
 
 FINDINGS = Path("research/experiments") / EXP / "FINDINGS.md"
 
@@ -176,9 +176,14 @@ def test_findings_html_embeds_images_and_keeps_no_link_it_cannot_follow(tmp_path
 
     page = findings_html(markdown)
 
-    assert page.startswith("<!DOCTYPE html>") and "<title>Study — findings</title>" in page
+    assert page.startswith("<!DOCTYPE html>\n<!-- made by labrunner from FINDINGS text sha256 ")
+    assert "<title>Study — findings</title>" in page
     assert "labrunner:begin" not in page and "<table>" in page
     assert f'src="data:image/png;base64,{base64.b64encode(png).decode()}"' in page
     assert '<span class="path" title="../results/e1/result.yaml">0.9</span>' in page
     assert '<a href="https://wandb.ai/x">W&amp;B</a>' in page
     assert "<script>" not in page  # text from handlers and researchers is shown, never run
+    html_path = tmp_path / "results" / "findings.html"
+    assert write_findings_html(markdown, html_path) and not write_findings_html(markdown, html_path)  # made once
+    markdown.write_text(markdown.read_text() + "\nA sentence of the researcher's.\n")
+    assert write_findings_html(markdown, html_path) and "A sentence of the researcher" in html_path.read_text()

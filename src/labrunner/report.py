@@ -14,6 +14,7 @@ report matches its patterns against folders as well as files.
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
 import mimetypes
 import os
@@ -45,10 +46,12 @@ code { background: #f4f4f4; padding: 0 0.2em; }
 
 
 def findings_html(markdown_path: Path) -> str:
-    """A FINDINGS file as one self-contained HTML page."""
+    """A FINDINGS file as one self-contained HTML page, stamped with the digest of the text it was
+    made from (see write_findings_html)."""
     from markdown_it import MarkdownIt
 
-    text = _COMMENT.sub("", markdown_path.read_text(encoding="utf-8"))
+    source = markdown_path.read_text(encoding="utf-8")
+    text = _COMMENT.sub("", source)
     parser = MarkdownIt("commonmark", {"html": False}).enable("table").enable("strikethrough")
     tokens = parser.parse(text)
     folder = markdown_path.parent
@@ -62,8 +65,12 @@ def findings_html(markdown_path: Path) -> str:
                 child.type, child.content = "html_inline", "</span>"
     body = parser.renderer.render(tokens, parser.options, {})
     title = next((line[2:].strip() for line in text.splitlines() if line.startswith("# ")), markdown_path.name)
-    return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+    return (f"<!DOCTYPE html>\n{_stamp(source)}\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{_STYLE}</style></head>\n<body>\n{body}</body></html>\n")
+
+
+def _stamp(source: str) -> str:
+    return f"<!-- made by labrunner from FINDINGS text sha256 {hashlib.sha256(source.encode('utf-8')).hexdigest()} -->"
 
 
 def _is_local(href: str) -> bool:
@@ -97,11 +104,19 @@ def _embedded(folder: Path, src: str) -> str:
 
 
 def write_findings_html(markdown_path: Path, html_path: Path) -> bool:
-    """Write the HTML twin of a FINDINGS file when its content changed; True if written."""
-    text = findings_html(Path(markdown_path))
+    """Write the HTML twin of a FINDINGS file unless it was made from the same text; True if
+    written. The end of every run asks (labrunner.writeup), so the unchanged case costs one read of
+    each file and no rendering. (The images it embeds change with the text: a plot is redrawn only
+    with its results, and the text says when they were made.)"""
     html_path = Path(html_path)
-    if html_path.exists() and html_path.read_text(encoding="utf-8") == text:
-        return False
+    stamp = _stamp(Path(markdown_path).read_text(encoding="utf-8"))
+    try:
+        with html_path.open(encoding="utf-8") as handle:
+            if handle.readline() and handle.readline().rstrip("\n") == stamp:
+                return False
+    except OSError:
+        pass  # not made yet
+    text = findings_html(Path(markdown_path))
     atomic_write_text(html_path, text)
     return True
 
