@@ -116,6 +116,35 @@ def test_metrics_log_lines_are_written_in_call_order_as_the_gpu_catches_up(gpu: 
     assert gpu.waits == [] and gpu.early_reads == 0
 
 
+def test_metrics_log_reuses_pinned_memory_and_events_once_values_are_read(
+        gpu: FakeGpu, make_runner: Callable[[], ExperimentRunner], monkeypatch: pytest.MonkeyPatch) -> None:
+    created = {"pinned": 0, "events": 0}
+    make_host, make_event = torch.empty, torch.cuda.Event
+
+    def counted_empty(*size: Any, **kwargs: Any) -> Any:
+        created["pinned"] += bool(kwargs.get("pin_memory"))
+        return make_host(*size, **kwargs)
+
+    def counted_event(*args: Any, **kwargs: Any) -> Any:
+        created["events"] += 1
+        return make_event(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "empty", counted_empty)
+    monkeypatch.setattr(torch.cuda, "Event", counted_event)
+    runner = make_runner()
+
+    for step in range(STEPS):  # a loop the GPU keeps up with: each value has landed by the next call
+        runner.log_metrics({"loss": FakeDeviceTensor(loss_at(step))}, step=step)
+        gpu.catch_up()
+
+    # one pinned scalar and one event in use at a time, and one more while the next is logged:
+    # allocating either per call costs more CPU time than the copy (a launch-bound loop pays it)
+    assert created == {"pinned": 2, "events": 2}
+    runner.flush()
+    assert steps_and_losses(runner.run_dir / "metrics.jsonl") == [(step, loss_at(step)) for step in range(STEPS)]
+    assert gpu.waits == [] and gpu.early_reads == 0
+
+
 def test_metrics_log_writes_the_value_as_it_was_when_logged(gpu: FakeGpu, make_runner: Callable[[], ExperimentRunner]) -> None:
     runner = make_runner()
     running_loss = FakeDeviceTensor(0.0)

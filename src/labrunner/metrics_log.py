@@ -51,16 +51,18 @@ class _Read(Protocol):
 
     def done(self) -> bool: ...
     def value(self) -> Any: ...
+    def release(self) -> None: ...
 
 
 class _CudaRead:
     """A non-blocking copy into pinned memory, and the event that says when it has landed."""
 
-    def __init__(self, torch: Any, tensor: Any) -> None:
+    def __init__(self, torch: Any, tensor: Any, pool: "_PinnedPool") -> None:
         self._source: Any = tensor  # held until read: its memory must not be reused before the copy runs
-        self._host = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu", pin_memory=True)
+        self._pool = pool
+        self._host = pool.host(torch, tensor.dtype)
         self._host.copy_(tensor, non_blocking=True)
-        self._event = torch.cuda.Event()
+        self._event = pool.event(torch)
         self._event.record(torch.cuda.current_stream(tensor.device))
         self._landed = False
 
@@ -69,10 +71,35 @@ class _CudaRead:
         return self._landed
 
     def value(self) -> Any:
-        if not self._landed:  # at flush, or past the bound
+        if not self.done():  # at flush, or past the bound: wait only if it has not landed
             self._event.synchronize()
         self._source = None
         return self._host
+
+    def release(self) -> None:
+        """Once its value is read: the pinned memory and the event serve a later call."""
+        self._pool.give_back(self._host, self._event)
+
+
+class _PinnedPool:
+    """Pinned host scalars and CUDA events, reused: allocating pinned memory and creating an event
+    cost far more CPU time than the copy itself, and a loop that logs every step would pay that
+    every step (it showed in a launch-bound loop, where the CPU sets the pace)."""
+
+    def __init__(self) -> None:
+        self._hosts: dict[Any, list[Any]] = {}
+        self._events: list[Any] = []
+
+    def host(self, torch: Any, dtype: Any) -> Any:
+        free = self._hosts.setdefault(dtype, [])
+        return free.pop() if free else torch.empty((), dtype=dtype, device="cpu", pin_memory=True)
+
+    def event(self, torch: Any) -> Any:
+        return self._events.pop() if self._events else torch.cuda.Event()
+
+    def give_back(self, host: Any, event: Any) -> None:
+        self._hosts.setdefault(host.dtype, []).append(host)
+        self._events.append(event)
 
 
 class _MpsRead:
@@ -87,11 +114,14 @@ class _MpsRead:
     def value(self) -> Any:
         return self._copy.cpu()
 
+    def release(self) -> None:
+        self._copy = None
 
-def _start_read(tensor: Any) -> _Read | None:
+
+def _start_read(tensor: Any, pool: _PinnedPool) -> _Read | None:
     kind = tensor.device.type
     if kind == "cuda":
-        return _CudaRead(sys.modules["torch"], tensor)
+        return _CudaRead(sys.modules["torch"], tensor, pool)
     if kind == "mps":
         return _MpsRead(tensor)
     return None  # XLA, XPU, ...: read at once, waiting
@@ -131,6 +161,7 @@ class MetricsLog:
         self._lock = threading.RLock()  # the poller writes too; reentrant, for a signal raised inside
         self._closing = threading.Event()
         self._poller: threading.Thread | None = None
+        self._pool = _PinnedPool()
 
     @property
     def pending_lines(self) -> int:
@@ -176,7 +207,7 @@ class MetricsLog:
 
     def _convert(self, value: Any, where: str, reads: list[_Read]) -> float | int | _Read:
         tensor = device_scalar(value)
-        read = _start_read(tensor) if tensor is not None else None
+        read = _start_read(tensor, self._pool) if tensor is not None else None
         if read is None:
             return to_number(value, where)
         reads.append(read)
@@ -187,7 +218,7 @@ class MetricsLog:
             return None
         tensor = device_scalar(step)
         if tensor is not None and not tensor.dtype.is_floating_point:
-            read = _start_read(tensor)
+            read = _start_read(tensor, self._pool)
             if read is not None:
                 reads.append(read)
                 return read
@@ -213,6 +244,8 @@ class MetricsLog:
                 self._warnings.append(f"metrics logged at {line.time_s}s and later could not be read from the device "
                                       f"({type(exc).__name__}: {str(exc)[:200]}); metrics.jsonl lacks them")
             return
+        for read in line.reads:  # read: their pinned memory and events serve later calls
+            read.release()
         self._emit(step, line.time_s, metrics)
 
     def _emit(self, step: int | None, time_s: float, metrics: dict[str, float | int]) -> None:
