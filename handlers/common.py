@@ -13,7 +13,7 @@ global figure registry to leak, and PNGs are rendered by Agg on any machine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -45,7 +45,8 @@ class Digits:
 
 @dataclass
 class RunResult:
-    """Final test metrics of one trained model, its test-set probabilities and per-epoch history."""
+    """Final test metrics of one trained model and its test-set probabilities (the per-epoch metrics
+    are in metrics.jsonl, logged through the runner, and labrunner draws them)."""
 
     accuracy: float
     test_loss: float
@@ -53,7 +54,6 @@ class RunResult:
     n_train: int
     probs: np.ndarray
     labels: np.ndarray
-    history: dict[str, list[float]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
         return {"accuracy": self.accuracy, "test_loss": self.test_loss, "ece": self.ece, "n_train": self.n_train}
@@ -130,8 +130,6 @@ def train_and_evaluate(
     opt = torch.optim.Adam(model.parameters(), lr=float(p["lr"]), weight_decay=float(p.get("weight_decay", 0.0)))
     batch_size = int(p.get("batch_size", 64))
     order_rng = torch.Generator().manual_seed(runner.seed)
-    history: dict[str, list[float]] = {"train_loss": [], "test_loss": [], "test_accuracy": []}
-
     epochs = int(p["epochs"]) if "epochs" in p else epochs_for_steps(int(p["steps"]), len(x_tr), batch_size)
     for epoch in runner.progress(range(epochs), desc=f"{log_prefix}epochs"):
         model.train()
@@ -147,8 +145,6 @@ def train_and_evaluate(
         test_loss, test_acc, _ = _evaluate(model, x_te, y_te)
         step = {"train_loss": loss_sum.item() / len(order), "test_loss": test_loss, "test_accuracy": test_acc}
         runner.log_metrics({log_prefix + name: value for name, value in step.items()}, step=epoch)
-        for name, value in step.items():
-            history[name].append(value)
 
     test_loss, test_acc, probs = _evaluate(model, x_te, y_te)
     return RunResult(
@@ -158,7 +154,6 @@ def train_and_evaluate(
         n_train=len(data.y_train),
         probs=probs,
         labels=data.y_test,
-        history=history,
     )
 
 
@@ -215,28 +210,6 @@ def confusion_matrix(result: RunResult) -> list[list[int]]:
     return matrix.tolist()
 
 
-def learning_curve_figure(results: dict[str, RunResult], title: str) -> Figure:
-    """Train (dashed) and test (solid) loss, and test accuracy, per epoch for each labelled model."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(9, 3.5), layout="constrained")
-    ax_loss, ax_acc = fig.subplots(1, 2)
-    for i, (label, result) in enumerate(results.items()):
-        epochs = range(1, len(result.history["test_loss"]) + 1)
-        style = {"color": f"C{i}", "marker": "o" if len(epochs) < 10 else None}  # stub runs: a point or two
-        ax_loss.plot(epochs, result.history["train_loss"], linestyle="--", label=f"{label} train", **style)
-        ax_loss.plot(epochs, result.history["test_loss"], label=f"{label} test", **style)
-        ax_acc.plot(epochs, result.history["test_accuracy"], label=f"{label} ({result.accuracy:.3f})", **style)
-    ax_loss.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title="loss")
-    lowest = min(min(result.history["test_accuracy"], default=1.0) for result in results.values())
-    ax_acc.set(xlabel="epoch", ylabel="test accuracy", ylim=(max(0.0, min(0.8, lowest - 0.02)), 1.0))
-    ax_acc.set_title("test accuracy")
-    ax_loss.legend(fontsize="small")
-    ax_acc.legend(fontsize="small", loc="lower right")
-    fig.suptitle(title)
-    return fig
-
-
 def reliability_figure(results: dict[str, RunResult], title: str) -> Figure:
     """One reliability diagram per labelled model: accuracy per confidence bin against the diagonal.
 
@@ -259,14 +232,14 @@ def reliability_figure(results: dict[str, RunResult], title: str) -> Figure:
 
 
 def save_artifacts(runner: ExperimentRunner, results: dict[str, RunResult], title: str) -> list[Path]:
-    """Learning curves, reliability diagrams and confusion matrices; the seed is in every name."""
+    """Reliability diagrams and confusion matrices; the seed is in every name. (The learning curves
+    are drawn by labrunner from what train_and_evaluate logs each epoch.)"""
     seed = runner.seed
     confusion = {
         label: {"rows": "true digit", "columns": "predicted digit", "matrix": confusion_matrix(result)}
         for label, result in results.items()
     }
     return [
-        runner.results.save_figure(f"learning_curve_seed{seed}.png", learning_curve_figure(results, title)),
         runner.results.save_figure(f"reliability_seed{seed}.png", reliability_figure(results, title)),
         runner.results.save_json_artifact(f"confusion_seed{seed}.json", confusion),
     ]

@@ -108,13 +108,15 @@ def test_findings_show_comparison_per_seed_table_and_sweep_table(plan: Plan) -> 
     blocks = render_experiment_findings(results, findings, plan.root, "results/e1/results.yaml").blocks
     key = blocks["key-metrics"]
     assert "| gain (acc: mlp − linear) | +0.04 (paired, 3 seeds) | ≥ 0.05 | ≥ 0.02 | ≤ 0 | ☑️ acceptable |" in key
-    assert "| acc | 0.93 (best of 8: sweep.hidden-32.lr-0.01, 2 seeds) |" in key
+    # every value read from records links to them: one seed's to its result.yaml, a mean to the sub's folder
+    assert "| acc | [0.93](../../../results/e1/sweep.hidden-32.lr-0.01) (best of 8: sweep.hidden-32.lr-0.01, 2 seeds) |" in key
     assert "### Comparison: gain\n\nacc, mlp minus linear: paired t interval, 2 df." in key
-    assert "| 1 | 0.915 | 0.88 | +0.035 |" in key
+    assert "| 1 | [0.915](../../../results/e1/mlp/seed-1/result.yaml) | [0.88](../../../results/e1/linear/seed-1/result.yaml) | +0.035 |" in key
     assert "| **Mean** | 0.9033 | 0.8633 | **+0.04** (95% CI " in key
-    assert "### Comparison: gain_welch" in key and "Welch t interval" in key and "| 0 | 0.89 | 0.85 | — |" in key
+    assert "### Comparison: gain_welch" in key and "Welch t interval" in key and "| 0 | [0.89](../../../results/e1/mlp/seed-0/result.yaml) | [0.85](../../../results/e1/linear/seed-0/result.yaml) | — |" in key
     assert "### Sweep: sweep (lr, hidden)\n\n| lr | hidden | Sub | Status | Seeds | acc | loss |" in key
-    assert "| 0.01 | 32 | sweep.hidden-32.lr-0.01 | completed | 2 | **0.93** | **0.07** |" in key
+    combination = "../../../results/e1/sweep.hidden-32.lr-0.01"
+    assert f"| 0.01 | 32 | sweep.hidden-32.lr-0.01 | completed | 2 | **[0.93]({combination})** | **[0.07]({combination})** |" in key
     assert "- Best acc: lr=0.01, hidden=32 (`sweep.hidden-32.lr-0.01`): acc of 0.93 (best of 6:" in key
     assert "![sweep sweep](../../../results/e1/sweeps/sweep.png)" in blocks["plots"]
     assert "widened for the best of 8" in blocks["confidence"]

@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -96,7 +97,8 @@ def test_run_sub_result_record_has_the_designed_fields(run_handler: RunHandler) 
 
     record = read_record(outcome.paths.result)
     for key in ("status", "finding", "metrics", "artifacts", "params", "seed", "stub", "backend", "device",
-                "started_at", "ended_at", "duration_s", "attempts", "handler", "git_commit", "wandb", "warnings"):
+                "started_at", "ended_at", "duration_s", "attempts", "handler", "git", "code", "environment", "compute",
+                "executor", "wandb", "warnings"):
         assert key in record, key
     assert (record["params"], record["seed"], record["stub"], record["backend"], record["gpu"]) == ({"lr": 0.1}, 0, False, "local", "T4")
     assert record["attempts"] == 1
@@ -106,6 +108,9 @@ def test_run_sub_result_record_has_the_designed_fields(run_handler: RunHandler) 
     assert len(record["handler"]["sha256"]) == 64
     assert record["wandb"] == {"mode": "disabled"}
     assert 0 < record["duration_s"] < 60
+    assert record["git"] == {"commit": None, "dirty": None}  # not in a git repository
+    assert record["environment"]["python"] == platform.python_version() and "torch" not in record["environment"]
+    assert record["compute"]["gpu"] == "T4" and record["compute"]["gpu_count"] == 1
 
 
 def test_run_sub_metrics_jsonl_holds_every_log_call(run_handler: RunHandler) -> None:

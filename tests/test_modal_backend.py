@@ -51,7 +51,7 @@ def s1(runner):
 """
 
 INLINE_MAX_BYTES = 4096  # the large artifact goes through the (local stand-in of the) Volume
-VOLATILE_KEYS = {"started_at", "ended_at", "resolved_at", "duration_s", "run_id", "backend"}
+VOLATILE_KEYS = {"started_at", "ended_at", "resolved_at", "duration_s", "wall_s", "run_id", "backend"}
 
 
 class Raising(InProcessModal):
@@ -107,6 +107,8 @@ def normalized_tree(run_dir: Path) -> dict[str, Any]:
         elif name == "metrics.jsonl":
             lines = [json.loads(line) for line in path.read_text().splitlines()]
             tree[name] = [{key: value for key, value in line.items() if key not in ("run", "time_s")} for line in lines]
+        elif name == ".attempts":  # the run folder's token (drawn at random) and its attempt count
+            tree[name] = path.read_text().split()[1]
         elif name == "run.log":
             tree[name] = re.sub(r"run \w+, attempt (\d+), started \S+", r"run <id>, attempt \1, started <time>", path.read_text())
         else:

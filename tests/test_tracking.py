@@ -4,7 +4,10 @@ metric names; online without a key or a network falls back to offline; a W&B tha
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -21,7 +24,8 @@ import pytest
 from conftest import EXP, SUB, ProjectFactory, RunHandler, one_sub_plan
 from labrunner.records import read_record
 from labrunner.tracking import (
-    INIT_GRACE_S, NullTracker, TrackingRequest, WandbTracker, effective_mode, project_slug, start_tracking,
+    INIT_GRACE_S, NullTracker, TrackingRequest, WandbTracker, attempt_run_id, effective_mode, project_slug,
+    start_tracking,
 )
 
 LOGGING_HANDLER = """\
@@ -83,6 +87,27 @@ def offline_run(run_dir: Path) -> dict[str, Any]:
     return {"file": files[0], "run": run, "history": history, "summary": summary}
 
 
+def offline_attempts(run_dir: Path) -> list[dict[str, Any]]:
+    """Every offline run under `run_dir`, oldest first: id, name, tags, config, exit code, artifacts."""
+    runs = []
+    for path in sorted(run_dir.glob("wandb/offline-run-*/run-*.wandb"), key=lambda item: item.parent.name):
+        found: dict[str, Any] = {"file": path, "tags": [], "config": {}, "artifacts": []}
+        for record in wandb_records(path):
+            kind = record.WhichOneof("record_type")
+            if kind == "run":  # the first one starts the run, later ones update it (tags)
+                found.update(id=record.run.run_id, name=record.run.display_name, tags=list(record.run.tags))
+                found["config"].update({item.key: item.value_json for item in record.run.config.update})
+            elif kind == "config":
+                found["config"].update({item.key: item.value_json for item in record.config.update})
+            elif kind == "exit":
+                found["exit_code"] = record.exit.exit_code
+            elif kind == "artifact":
+                found["artifacts"].append((record.artifact.name, sorted(entry.path for entry in record.artifact.manifest.contents)))
+                found["staged"] = {entry.path: entry.local_path for entry in record.artifact.manifest.contents}
+        runs.append(found)
+    return runs
+
+
 # --- real W&B, offline -----------------------------------------------------------------------------
 
 def test_tracking_offline_run_is_written_under_the_results_tree(run_handler: RunHandler) -> None:
@@ -100,6 +125,70 @@ def test_tracking_offline_run_is_written_under_the_results_tree(run_handler: Run
     assert (run.project, run.run_group, run.display_name) == ("demo", EXP, SUB)
     config = {item.key: item.value_json for item in run.config.update}
     assert config["params"] == '{"lr":0.1}' and config["seed"] == "0"
+
+
+def test_tracking_each_attempt_is_a_run_with_a_stable_id_failed_ones_tagged(run_handler: RunHandler) -> None:
+    failing = 'def s1(runner):\n    runner.log_metrics({"loss": 2.0}, step=0)\n    raise RuntimeError("boom")\n'
+    first = run_handler(failing, wandb_mode="offline", retries=1)  # a job with a retry: two attempts
+    root = first.paths.run_dir.parents[2]
+    second = run_handler(LOGGING_HANDLER.replace('return {', 'path = runner.results.save_artifact("note.txt", "hi")\n'
+                                                 '    return {"artifacts": [path], '), root=root)
+
+    token, count = (second.paths.run_dir / ".attempts").read_text().split()
+    assert count == "3"  # attempts counted across jobs, retries included
+    digest = hashlib.sha256(f"demo\0{EXP}\0{SUB}\0000\0real\0{token}".encode()).hexdigest()[:8]
+    runs = offline_attempts(second.paths.run_dir)
+    assert [run["id"] for run in runs] == [f"{SUB}-s0-a{n}-{digest}" for n in (1, 2, 3)]
+    assert [run["name"] for run in runs] == [SUB, f"{SUB} (attempt 2)", f"{SUB} (attempt 3)"]
+    assert [run["exit_code"] for run in runs] == [1, 1, 0]
+    assert [("failed" in run["tags"]) for run in runs] == [True, True, False]
+    assert [run["artifacts"] for run in runs] == [[], [], [(f"{EXP}.{SUB}.seed0", ["artifacts/note.txt"])]]
+    (second.paths.run_dir / "artifacts" / "note.txt").write_text("replaced by a later rerun")
+    assert Path(runs[2]["staged"]["artifacts/note.txt"]).read_text() == "hi"  # W&B keeps its own copy
+    failure, result = first.record, read_record(second.paths.result)
+    assert (failure["wandb"]["id"], failure["wandb"]["attempt"]) == (runs[1]["id"], 2)
+    assert failure["failed_attempts"][0]["wandb_id"] == runs[0]["id"]
+    assert (result["wandb"]["id"], result["wandb"]["attempt"]) == (runs[2]["id"], 3)
+    provenance = json.loads(runs[2]["config"]["provenance"])
+    assert provenance["code"] == result["code"] and provenance["handler"] == f"handlers/{EXP}/{SUB}.py::{SUB}"
+    assert (provenance["commit"], provenance["dirty"]) == (result["git"]["commit"], result["git"]["dirty"])
+    assert json.loads(runs[2]["config"]["environment"]) == result["environment"]
+
+
+def test_tracking_an_online_run_whose_id_exists_is_refused_and_falls_back_to_offline(tmp_path: Path) -> None:
+    calls: list[dict[str, Any]] = []
+
+    def init(**kwargs: Any) -> Any:  # W&B answers resume="never" for an id it has with an error
+        calls.append(kwargs)
+        if kwargs["mode"] == "online":
+            raise RuntimeError(f"run ID {kwargs['id']} is in use")
+        return FakeRun()
+
+    tracker = start_tracking(replace(request(tmp_path), run_id="s1-s0-a1-abc", attempt=1), import_wandb=fake_wandb(init))
+
+    assert [(call["mode"], call["id"], call["resume"]) for call in calls] == [
+        ("online", "s1-s0-a1-abc", "never"), ("offline", "s1-s0-a1-abc-offline", "never")]
+    assert tracker.warnings == ["W&B online run RuntimeError: run ID s1-s0-a1-abc is in use; falling back to offline"]
+    assert tracker.info()["attempt"] == 1
+
+
+def test_tracking_attempt_run_id_depends_on_sub_seed_attempt_tree_and_folder() -> None:
+    ids = {attempt_run_id("demo", EXP, sub, seed, stub, attempt, token) for sub in ("s1", "s2") for seed in (0, 1)
+           for stub in (False, True) for attempt in (1, 2) for token in ("0a1b2c3d", "ffee0011")}
+    assert len(ids) == 32
+    assert attempt_run_id("demo", EXP, "e1_4.hidden-64.lr-0.001", 2, False, 7, "t").startswith("e1_4-hidden-64-lr-0-001-s2-a7-")
+    assert attempt_run_id("demo", EXP, "s1", 0, False, 1, "t") == attempt_run_id("demo", EXP, "s1", 0, False, 1, "t")
+
+
+def test_tracking_a_deleted_results_folder_starts_new_ids(run_handler: RunHandler) -> None:
+    first = run_handler(LOGGING_HANDLER, wandb_mode="offline")
+    root, before = first.paths.run_dir.parents[2], first.record["wandb"]["id"]
+    shutil.rmtree(root / "results")
+
+    again = run_handler(LOGGING_HANDLER, root=root)
+
+    after = again.record["wandb"]["id"]
+    assert before.startswith(f"{SUB}-s0-a1-") and after.startswith(f"{SUB}-s0-a1-") and after != before
 
 
 def test_tracking_metric_names_are_prefixed_with_the_sub(run_handler: RunHandler) -> None:
@@ -159,6 +248,9 @@ def test_tracking_online_without_a_network_falls_back_to_offline(run_handler: Ru
     assert record["wandb"]["mode"] == "offline"
     assert any("falling back to offline" in warning for warning in record["warnings"]), record["warnings"]
     assert "0123456789abcdef" not in outcome.paths.result.read_text()
+    # W&B keeps the online attempt's id reserved: the fallback is a run of its own
+    token = (outcome.paths.run_dir / ".attempts").read_text().split()[0]
+    assert record["wandb"]["id"] == attempt_run_id("demo", EXP, SUB, 0, False, 1, token) + "-offline"
 
 
 def test_tracking_wandb_mode_environment_overrides_the_plan(run_handler: RunHandler, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -155,7 +155,7 @@ def test_workflow_verdicts_in_results_and_findings(tmp_path: Path) -> None:
     assert verdicts["broken"]["level"] == "invalid" and math.isnan(verdicts["broken"]["value"])
     assert verdicts["missing"]["level"] == "not measured"
     findings = (root / "research" / "experiments" / "e1-tiny" / "FINDINGS.md").read_text()
-    assert "| acc | 0.95 (best of 3: b) | ≥ 0.9 | ≥ 0.8 | ≤ 0.5 | ✅ target met |" in findings
+    assert "| acc | [0.95](../../../results/e1-tiny/b/result.yaml) (best of 3: b) | ≥ 0.9 | ≥ 0.8 | ≤ 0.5 | ✅ target met |" in findings
     assert "⛔ invalid" in findings and "❔ not measured" in findings and "(borderline)" in findings
     assert "recommendation" in load(root / "results" / "e1-tiny" / "results.yaml")["assessment"]
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
-from workflow_support import load, planned_subs, run, snakemake, write_project
+from workflow_support import edit, fail_next, load, planned_subs, run, snakemake, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -78,7 +79,8 @@ def test_workflow_comparison_and_sweep_in_results_and_findings(project: Path) ->
     assert acc["source_sub"] == "b" and acc["candidates"] == ["a", "b", "c.acc-0.6", "c.acc-0.7"]
     findings = (project / "research" / "experiments" / "e1-tiny" / "FINDINGS.md").read_text()
     assert "| gain (acc: b − a) | +0.105 (paired, 2 seeds) |" in findings
-    assert "### Comparison: gain" in findings and "| 1 | 0.92 | 0.81 | +0.11 |" in findings
+    assert "### Comparison: gain" in findings
+    assert "| 1 | [0.92](../../../results/e1-tiny/b/seed-1/result.yaml) | [0.81](../../../results/e1-tiny/a/seed-1/result.yaml) | +0.11 |" in findings
     assert "### Sweep: c (acc)" in findings and "- Best acc: acc=0.7 (`c.acc-0.7`)" in findings
     assert "acc of 0.91 (best of 4: b, mean of 2 seeds" in findings
     assert "![sweep c](../../../results/e1-tiny/sweeps/c.png)" in findings
@@ -88,3 +90,39 @@ def test_workflow_comparison_and_sweep_in_results_and_findings(project: Path) ->
 def test_workflow_lint_is_clean_with_a_sweep(project: Path) -> None:
     done = snakemake(project, "--lint")
     assert "Congratulations" in done.stdout + done.stderr, done.stdout + done.stderr
+
+
+def report_results(path: Path) -> dict[str, str]:
+    """The files Snakemake's report embeds, each with its category, read from the page's data."""
+    text = path.read_text()
+    return dict(re.findall(r'"(results/[^"]+)": \{"name": "[^"]*", "filename": "[^"]*", "labels": [^}]*?"category": "([^"]*)"',
+                           text))
+
+
+def test_workflow_report_builds_with_findings_plots_curves_and_artifacts(project: Path) -> None:
+    done = run(project)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    built = snakemake(project, "--report", "report.html", "research/FINDINGS.md")
+
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    text = (project / "report.html").read_text()
+    for category in ("Findings", "Metric tables", "Criteria and comparisons", "Sweeps", "Learning curves", "Artifacts"):
+        assert f'"{category}"' in text, category
+    for embedded in ("results/findings.html", "results/e1-tiny/findings.html", "results/e1-tiny/metrics.csv",
+                     "results/e1-tiny/criteria.png", "results/e1-tiny/sweeps/c.png", "results/e1-tiny/curves/a.png",
+                     "results/e1-tiny/curves/c.acc-0.6.png", "results/e1-tiny/report/a__seed-1__note.txt",
+                     "results/e1-tiny/report/c.acc-0.7__note.txt", "results/e2-next/findings.html"):
+        assert f'"{embedded}": {{' in text, embedded
+    page = (project / "results" / "e1-tiny" / "findings.html").read_text()
+    assert "Comparison: gain" in page and "Sweep: c (acc)" in page and "Learning curves" in page
+    assert 'src="data:image/png;base64,' in page and 'src="../' not in page  # self-contained
+    assert "Learning curves" in (project / "research" / "experiments" / "e1-tiny" / "FINDINGS.md").read_text()
+    assert planned_subs(project) == []  # the report changed nothing Snakemake looks at
+
+    fail_next(project, "b", "broken for the report")
+    edit(project / "handlers" / "e1-tiny" / "b.py")
+    assert run(project).returncode != 0
+    built = snakemake(project, "--report", "report.html", "research/FINDINGS.md")
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]  # the write-up of a failed run
+    assert "broken for the report" in (project / "results" / "e1-tiny" / "findings.html").read_text()

@@ -15,12 +15,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labrunner import verdicts
+from labrunner import compute, verdicts
+from labrunner.curves import write_curve_plots
 from labrunner.errors import RecordError
 from labrunner.files import atomic_write_text, atomic_writer
+from labrunner.layout import RunPaths
 from labrunner.plan import Criterion, Plan, resolved_direction
+from labrunner.report import gather_artifacts
 from labrunner.records import read_record
-from labrunner.state import ExperimentStatus, RunState, RunStatus, experiment_status, run_states, sub_status
+from labrunner.state import (
+    ExperimentStatus, RunState, RunStatus, experiment_status, previous_result, record_changes, run_states, sub_status,
+)
 from labrunner.sweeps import collect_sweeps, write_sweep_plots
 from labrunner.wording import SIGNIFICANT_DIGITS
 from labrunner.yamlio import load_yaml, write_yaml
@@ -67,12 +72,21 @@ def _run_entry(plan: Plan, state: RunState, held_by: str | None) -> dict[str, An
         last = _last_failure(state.paths.failure)
         if last:
             entry["last_failure"] = last
+        entry.update(_provenance(plan, state))
+        previous = _previous(state.paths, record)
+        if previous:
+            entry["previous"] = previous
     elif status == RunStatus.STALE:
         entry["stale"] = list(state.stale)
     elif status in (RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.DAMAGED):
         entry["error"] = _error(record)
         entry["attempts"] = record.get("attempts")
         entry["ended_at"] = record.get("ended_at") or record.get("started_at")
+        entry["record_file"] = _project_path(plan, state.paths.failure)
+        for key in ("duration_s", "device"):
+            if record.get(key) is not None:
+                entry[key] = record[key]
+        entry.update(_provenance(plan, state))
     elif status == RunStatus.RUNNING:
         entry["running"] = state.holder.describe() if state.holder else "an attempt is running"
     elif status == RunStatus.HELD:
@@ -84,6 +98,31 @@ def _run_entry(plan: Plan, state: RunState, held_by: str | None) -> dict[str, An
     if record.get("modal_call_id"):
         entry["modal_call_id"] = record["modal_call_id"]
     return entry
+
+
+def _provenance(plan: Plan, state: RunState) -> dict[str, Any]:
+    """Where a run's numbers come from (labrunner.provenance) and what it cost (labrunner.compute,
+    priced with the plan's table as it is now); only what the record holds."""
+    record = state.record
+    entry: dict[str, Any] = {}
+    if state.status == RunStatus.COMPLETED:
+        entry["result_file"] = _project_path(plan, state.paths.result)
+    for key in ("git", "environment"):
+        if record.get(key):
+            entry[key] = record[key]
+    if record.get("compute"):
+        entry["compute"] = compute.estimate(record["compute"], record.get("backend"),
+                                            plan.model.defaults.gpu_price_per_hour)
+    return entry
+
+
+def _previous(paths: RunPaths, record: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The run's result before this one, with what changed in between (run-to-run changes)."""
+    before = previous_result(paths, record.get("run_id"))
+    if before is None:
+        return None
+    return {"run_id": before.get("run_id"), "ended_at": before.get("ended_at"),
+            "metrics": dict(before.get("metrics") or {}), "changes": list(record_changes(before, record))}
 
 
 def _last_failure(path: Path) -> dict[str, Any] | None:
@@ -208,6 +247,8 @@ def collect_experiment(plan: Plan, experiment_id: str, stub: bool = False, state
         result["held_by"] = held_by
     if gates_ignored:
         result["gates_ignored"] = gates_ignored
+    result["compute"] = compute.total(run["compute"] for sub in subs.values() for run in (sub.get("seeds") or [sub])
+                                      if run.get("compute"))
     sweeps = collect_sweeps(plan, experiment_id, subs, observations, stub)
     if sweeps:
         result["sweeps"] = sweeps
@@ -450,15 +491,19 @@ def draw_comparison(axis: Any, name: str, crit: Mapping[str, Any], verdict: Mapp
 
 def write_experiment_outputs(plan: Plan, experiment_id: str, stub: bool, results_path: Path,
                              table_md: Path, table_csv: Path, plot_path: Path, ignore_gates: bool = False,
-                             sweeps_dir: Path | None = None) -> dict[str, Any]:
-    """The experiment aggregate: results.yaml, metrics.md, metrics.csv, criteria.png, sweeps/<sub>.png."""
+                             sweeps_dir: Path | None = None, curves_dir: Path | None = None,
+                             report_dir: Path | None = None) -> dict[str, Any]:
+    """The experiment aggregate: results.yaml, metrics.md, metrics.csv, criteria.png, sweeps/<sub>.png,
+    curves/<sub>.png, and report/ (the artifacts a report page can show)."""
     results = collect_project(plan, stub, ignore_gates, only=[experiment_id]).experiments[experiment_id]
-    write_experiment_files(plan, results, results_path, table_md, table_csv, plot_path, sweeps_dir)
+    write_experiment_files(plan, results, results_path, table_md, table_csv, plot_path, sweeps_dir, curves_dir,
+                           report_dir)
     return results
 
 
 def write_experiment_files(plan: Plan, results: dict[str, Any], results_path: Path, table_md: Path, table_csv: Path,
-                           plot_path: Path, sweeps_dir: Path | None = None) -> None:
+                           plot_path: Path, sweeps_dir: Path | None = None, curves_dir: Path | None = None,
+                           report_dir: Path | None = None) -> None:
     from labrunner.records import now_iso
 
     results["generated_at"] = now_iso()
@@ -469,6 +514,10 @@ def write_experiment_files(plan: Plan, results: dict[str, Any], results_path: Pa
     results["plot"] = _project_path(plan, Path(plot_path).resolve())
     if sweeps_dir is not None:
         write_sweep_plots(results, Path(sweeps_dir))
+    if curves_dir is not None:  # named as drawn: which subs logged steps is known only from their metrics.jsonl
+        results["curves"] = write_curve_plots(results, Path(curves_dir), plan.root)
+    if report_dir is not None:
+        gather_artifacts(results, Path(report_dir), plan.root)
     write_yaml(Path(results_path), results)
 
 

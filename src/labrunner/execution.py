@@ -23,12 +23,13 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
 from labrunner import __version__
+from labrunner.attempt_tracking import AttemptTracking
+from labrunner.compute import compute_facts
 from labrunner.executor import current_executor
 from labrunner.files import AppendLog, SpaceReserve, is_disk_full, storage_error
 from labrunner.hints import hint_for
@@ -39,8 +40,9 @@ from labrunner.records import RECORD_RESERVE_BYTES, COMPLETED, FAILED, mark_runn
 from labrunner.redact import redact, secret_values
 from labrunner.runner import RunContext
 from labrunner.locks import RunLock
+from labrunner.provenance import git_state, record_environment
 from labrunner.sources import code_hashes, file_sha256
-from labrunner.tracking import Tracker, TrackingRequest, effective_mode, project_slug, start_tracking
+from labrunner.tracking import NullTracker, Tracker
 from labrunner.worker import SUPERVISOR_PID_ENV, error_outcome, handler_location, is_project_file
 
 __all__ = ["AttemptRequest", "Backend", "LocalBackend", "SubRun", "run_sub"]
@@ -403,6 +405,7 @@ class _MetricsForwarder:
     path: Path
     run_id: str
     tracker: Tracker
+    attempt: int = 1  # its lines only: each attempt is a W&B run of its own
     offset: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -430,7 +433,8 @@ class _MetricsForwarder:
         end = chunk.rfind(b"\n") + 1  # only whole lines; a partial one is read next time
         self.offset += end
         self.tracker.log_lines([(entry.get("metrics", {}), entry.get("step"))
-                                for entry in _parse_metric_lines(chunk[:end]) if entry.get("run") == self.run_id])
+                                for entry in _parse_metric_lines(chunk[:end])
+                                if entry.get("run") == self.run_id and entry.get("attempt", self.attempt) == self.attempt])
 
     def stop(self) -> None:
         self._stop.set()
@@ -485,34 +489,6 @@ class SubRun:
     @property
     def ok(self) -> bool:
         return self.status == COMPLETED
-
-
-@lru_cache(maxsize=8)  # one `git rev-parse` per job, not one per record written
-def _git_commit(root: Path) -> str | None:
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return done.stdout.strip() or None if done.returncode == 0 else None
-
-
-def _tracking_request(plan: Plan, spec: SubSpec, seed: int, stub: bool, paths: RunPaths, params: dict[str, Any]) -> TrackingRequest:
-    settings = plan.model.wandb
-    multi_seed = len(spec.seeds) > 1
-    return TrackingRequest(
-        mode=effective_mode(settings.mode),
-        project=settings.project or project_slug(plan.model.project.name),
-        entity=settings.entity,
-        group=spec.experiment_id,
-        name=f"{spec.sub_id}-seed{seed}" if multi_seed else spec.sub_id,
-        metric_prefix=f"{spec.sub_id}/",
-        config={"params": params, "seed": seed, "experiment": spec.experiment_id, "sub": spec.sub_id, "stub": stub},
-        run_dir=paths.run_dir,
-        tags=tuple(settings.tags) + (("stub",) if stub else ()),
-        job_type="stub" if stub else "sub-experiment",
-        init_timeout_s=settings.init_timeout_s,
-        finish_timeout_s=settings.finish_timeout_s,
-    )
 
 
 def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = False,
@@ -582,9 +558,9 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
     # a new attempt supersedes the old result (kept under history/), as Snakemake would have it
     paths.result.unlink(missing_ok=True)
     params = spec.params_for(stub)
-    tracker = start_tracking(_tracking_request(plan, spec, seed, stub, paths, params))
-    forwarder = _MetricsForwarder(paths.metrics, run_id, tracker)
-    forwarder.start()
+    facts = _RunFacts(code, git_state(root, code, paths.history))
+    tracking = AttemptTracking(plan, spec, seed, stub, paths, params, {"git": facts.git, "code": code})
+    tracker: Tracker = NullTracker()
     attempts: list[dict[str, Any]] = []
     outcome: dict[str, Any] = {}
     for attempt in range(1, spec.retries + 2):
@@ -598,26 +574,30 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
             outcome = _stopped_before_attempt(stops.stopped)
             attempts.append(outcome)
             break
+        tracker = tracking.start()  # one W&B run per attempt
+        forwarder = _MetricsForwarder(paths.metrics, run_id, tracker, attempt)
+        forwarder.start()
+        began_s = time.monotonic()
         try:
             outcome = backend.run_attempt(request)
         except Exception as exc:  # noqa: BLE001 - a backend that breaks is a failure, not a stuck record
             outcome = _backend_failure(exc, root)
+        facts.attempts_s += time.monotonic() - began_s
+        forwarder.stop()
         attempts.append(outcome)
         if outcome.get("status") == COMPLETED or _stopped_from_outside(outcome) or attempt > spec.retries:
             break
         record = _record(plan, spec, seed, stub, params, backend, run_id, started_at, started_s, attempt, outcome, paths)
-        record.update(code=code, retrying=True)
+        record.update(facts.fields(spec, stub, outcome), retrying=True)
+        record["wandb"] = attempts[-1]["wandb"] = tracking.end(tracker, record)
+        record["warnings"] = [*record["warnings"], *tracker.warnings]
+        tracker = NullTracker()  # that run is finished: a stop before the next attempt must not end it again
         write_final(paths, record, last_failure, reserve)
         console.write(f"[{label}] attempt {attempt} failed ({outcome['error']['type']}); retrying\n")
-    forwarder.stop()
     attempt_count = len(attempts)
     record = _record(plan, spec, seed, stub, params, backend, run_id, started_at, started_s, attempt_count, outcome, paths)
-    record["code"] = code
-    ok = outcome.get("status") == COMPLETED
-    if ok:
-        tracker.summary(record["metrics"])
-    tracker.finish(0 if ok else 1)
-    record["wandb"] = _portable_paths(tracker.info(), root)
+    record.update(facts.fields(spec, stub, outcome))
+    record["wandb"] = tracking.end(tracker, record)
     record["warnings"] = warnings + list(record.get("warnings", [])) + tracker.warnings
     if attempt_count > 1:
         record["failed_attempts"] = [_attempt_summary(index + 1, item) for index, item in enumerate(attempts[:-1])]
@@ -626,7 +606,22 @@ def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backe
     finally:
         _cleanup_internal(paths)
     ok = record["status"] == COMPLETED  # a result the disk had no room for is a failure
-    return SubRun(COMPLETED if ok else FAILED, record, paths, bool(getattr(tracker, "hung", False)))
+    return SubRun(COMPLETED if ok else FAILED, record, paths, tracking.hung)
+
+
+@dataclass
+class _RunFacts:
+    """What a record says about where its numbers came from, besides the outcome (see
+    labrunner.provenance and labrunner.compute)."""
+
+    code: dict[str, str]  # {path: sha256} of the handler and every project module it imports
+    git: dict[str, Any]  # commit, dirty, the patch of a dirty tree
+    attempts_s: float = 0.0  # time the attempts held their machine, retries included
+
+    def fields(self, spec: SubSpec, stub: bool, outcome: dict[str, Any]) -> dict[str, Any]:
+        environment = record_environment(outcome)
+        return {"code": self.code, "git": self.git, "environment": environment,
+                "compute": compute_facts(spec.gpu, stub, self.attempts_s, environment)}
 
 
 def _backend_failure(exc: Exception, root: Path) -> dict[str, Any]:
@@ -643,7 +638,10 @@ def _stopped_from_outside(outcome: dict[str, Any]) -> bool:
 
 def _attempt_summary(number: int, outcome: dict[str, Any]) -> dict[str, Any]:
     error = outcome.get("error", {})
-    return {"attempt": number, "error_type": error.get("type"), "message": error.get("message")}
+    summary = {"attempt": number, "error_type": error.get("type"), "message": error.get("message")}
+    if (outcome.get("wandb") or {}).get("id"):
+        summary["wandb_id"] = outcome["wandb"]["id"]
+    return summary
 
 
 def _record(plan: Plan, spec: SubSpec, seed: int, stub: bool, params: dict[str, Any], backend: Backend, run_id: str,
@@ -681,11 +679,9 @@ def _record(plan: Plan, spec: SubSpec, seed: int, stub: bool, params: dict[str, 
             "function": spec.handler_function,
             "sha256": file_sha256(handler_path) if handler_path.exists() else None,
         },
-        "git_commit": _git_commit(plan.root),
         "run_id": run_id,
         "warnings": list(outcome.get("warnings", [])),
         "labrunner": __version__,
-        "python": platform.python_version(),
         "host": platform.node(),
     })
     if outcome.get("modal_call_id"):  # the Modal call of the last attempt, for Modal's dashboard and logs
@@ -693,14 +689,6 @@ def _record(plan: Plan, spec: SubSpec, seed: int, stub: bool, params: dict[str, 
     if outcome.get("backend_attempts", 1) > 1:  # a backend that had to call again (Modal, connection lost)
         record["backend_attempts"] = outcome["backend_attempts"]
     return record
-
-
-def _portable_paths(info: dict[str, Any], root: Path) -> dict[str, Any]:
-    """Record paths relative to the project root, so records stay true when the folder moves."""
-    path = info.get("path")
-    if path and Path(path).is_absolute() and Path(path).resolve().is_relative_to(root):
-        info = {**info, "path": Path(path).resolve().relative_to(root).as_posix()}
-    return info
 
 
 def _cleanup_internal(paths: RunPaths) -> None:

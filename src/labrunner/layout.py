@@ -15,9 +15,11 @@ __all__ = [
     "RESERVED_NAMES",
     "RunPaths",
     "reserved_name_problem",
+    "experiment_findings_html_path",
     "experiment_findings_path",
     "experiment_results_dir",
     "gates_path",
+    "project_findings_html_path",
     "project_findings_path",
     "results_root",
     "run_dir",
@@ -30,7 +32,8 @@ STUB_PREFIX = Path("stub")
 # folder where an aggregate writes, or the reverse. Compared without case, as macOS and Windows
 # file systems do.
 RESERVED_NAMES = frozenset({
-    "results.yaml", "metrics.md", "metrics.csv", "criteria.png", "sweeps", "aggregate.log", "findings.log",  # results/<exp>/
+    "results.yaml", "metrics.md", "metrics.csv", "criteria.png", "sweeps", "curves", "report", "findings.html",
+    "aggregate.log", "findings.log",  # results/<exp>/ (findings.html also in results/: the project's)
     "gates.yaml", "gates.log",  # results/
     "result.yaml", "failure.yaml", "metrics.jsonl", "run.log", "artifacts", "history", "work", "wandb",
     ".labrunner",  # results/<exp>/<sub>/
@@ -81,6 +84,15 @@ def project_findings_path(stub: bool = False) -> Path:
 
 def experiment_findings_path(experiment_id: str, stub: bool = False) -> Path:
     return _tree(stub) / "research" / "experiments" / experiment_id / "FINDINGS.md"
+
+
+def project_findings_html_path(stub: bool = False) -> Path:
+    """The project FINDINGS as one HTML page, for Snakemake's report (labrunner.report)."""
+    return results_root(stub) / "findings.html"
+
+
+def experiment_findings_html_path(experiment_id: str, stub: bool = False) -> Path:
+    return experiment_results_dir(experiment_id, stub) / "findings.html"
 
 
 @dataclass(frozen=True)

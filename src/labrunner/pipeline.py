@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from labrunner import layout, records, sources
+from labrunner.compute import parse_gpu
 from labrunner.errors import ConfigError, Issue, LabrunnerError
 from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
 
@@ -388,6 +389,10 @@ class Pipeline:
         return layout.project_findings_path(self.stub).as_posix()
 
     @cached_property
+    def project_findings_html(self) -> str:
+        return layout.project_findings_html_path(self.stub).as_posix()
+
+    @cached_property
     def gates_file(self) -> str:
         return layout.gates_path(self.stub).as_posix()
 
@@ -448,8 +453,8 @@ class Pipeline:
         spec = self.run_target(exp_id, run).spec
         if not spec.gpu or self.stub:
             return None
-        kind, _, count = spec.gpu.partition(":")
-        return self.backend_of(spec), int(count) if count.isdigit() else 1, kind
+        kind, count = parse_gpu(spec.gpu)
+        return self.backend_of(spec), count, str(kind)
 
     def gpu_count(self, exp_id: str, run: str) -> int:
         """GPUs a job holds where Snakemake runs it (this machine, or a cluster node through an

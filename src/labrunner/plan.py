@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -105,6 +105,9 @@ class Defaults(RunSettings):
     model_config = ConfigDict(extra="forbid", frozen=True)
     borderline_pct: float = Field(5.0, ge=0, le=100)
     modal_secret: str | None = None
+    # USD per GPU-hour by GPU type, for the cost estimates in the write-up (labrunner.compute):
+    # any backend's runs of that type; for Modal runs it overrides Modal's published rates
+    gpu_price_per_hour: dict[str, Annotated[float, Field(ge=0, allow_inf_nan=False)]] = Field(default_factory=dict)
 
 
 class WandbSettings(_StrictModel):

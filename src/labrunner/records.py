@@ -17,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
+import secrets
 import socket
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = [
     "COMPLETED", "FAILED", "NONE", "RESOLVED", "RUNNING",
-    "checked_text", "damage_of", "last_failure_of", "mark_running", "now_iso", "read_failure", "read_record", "record_damage",
+    "checked_text", "damage_of", "last_failure_of", "mark_running", "next_attempt", "now_iso", "read_failure", "read_record", "record_damage",
     "record_missing_result", "set_aside",
     "write_failure", "write_final", "write_none", "write_result",
 ]
@@ -212,6 +213,36 @@ def mark_running(paths: RunPaths, run_id: str, started_at: str, pid: int, backen
               "pid": pid, "backend": backend, "executor": current_executor(), "last_failure": last}
     atomic_write_text(paths.failure, checked_text(record))
     return last
+
+
+_ATTEMPTS_FILE = ".attempts"  # in the run folder; an id never names a hidden file
+
+
+def next_attempt(paths: RunPaths) -> tuple[int, str]:
+    """(this attempt's number among every attempt of the run, across jobs: 1 for the first ever;
+    the run folder's token). Counted in the run folder when the attempt starts, under the run's
+    lock, so that an attempt killed before it wrote any record still has its number, and the next
+    one gets another. The token is drawn when the folder is first used and kept with the count:
+    a W&B run id made from both is the same for the same attempt, and never the same for an
+    attempt of another copy of the project, or of this one after its results were deleted."""
+    counter = paths.run_dir / _ATTEMPTS_FILE
+    try:
+        token, count = counter.read_text(encoding="utf-8").split()
+        before = int(count)
+    except (OSError, ValueError):  # none yet, or unreadable: count what the history holds
+        token, before = secrets.token_hex(4), _recorded_attempts(paths)
+    try:
+        atomic_write_text(counter, f"{token} {before + 1}\n")
+    except OSError:  # a full disk: the attempt runs all the same (its record says why it failed)
+        pass
+    return before + 1, token
+
+
+def _recorded_attempts(paths: RunPaths) -> int:
+    try:
+        return sum(1 for entry in paths.history.iterdir() if entry.name.endswith((".result.yaml", ".failure.yaml")))
+    except OSError:
+        return 0
 
 
 def _file_stamp(iso_time: str) -> str:

@@ -23,8 +23,8 @@ from labrunner.layout import RunPaths
 from labrunner.plan import Plan, SubSpec
 from labrunner.records import read_record
 
-__all__ = ["ExperimentStatus", "RunState", "RunStatus", "experiment_status", "read_state", "run_dirs", "run_states",
-           "stale_reasons", "sub_status"]
+__all__ = ["ExperimentStatus", "RunState", "RunStatus", "experiment_status", "previous_result", "read_state",
+           "record_changes", "run_dirs", "run_states", "stale_reasons", "sub_status"]
 
 
 class RunStatus(str, enum.Enum):
@@ -121,6 +121,52 @@ def stale_reasons(record: Mapping[str, Any], spec: SubSpec, seed: int, stub: boo
     if changed:
         reasons.append("code changed: " + ", ".join(changed))
     return tuple(reasons)
+
+
+def record_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[str, ...]:
+    """What differs between two results of one run (its previous result and the current one): the
+    seed, the params, the handler, the project modules it imports. () when they ran the same."""
+    reasons = []
+    if before.get("seed") != after.get("seed"):
+        reasons.append(f"seed {before.get('seed')} -> {after.get('seed')}")
+    if _canonical(before.get("params") or {}) != _canonical(after.get("params") or {}):
+        reasons.append("params changed: " + _changed_keys(before.get("params") or {}, after.get("params") or {}))
+    was, now = before.get("handler") or {}, after.get("handler") or {}
+    if (was.get("file"), was.get("function")) != (now.get("file"), now.get("function")):
+        return (*reasons, f"handler changed: {was.get('file')}::{was.get('function')} -> {now.get('file')}::{now.get('function')}")
+    handler_file = now.get("file")
+    code_was = before.get("code") or {handler_file: was.get("sha256")}  # an older record: the handler's hash only
+    code_now = after.get("code") or {handler_file: now.get("sha256")}
+    if code_was.get(handler_file) != code_now.get(handler_file):
+        reasons.append("handler changed")
+    if "code" in before and "code" in after:
+        modules = sorted(path for path in set(code_was) | set(code_now)
+                         if path != handler_file and code_was.get(path) != code_now.get(path))
+        if modules:
+            reasons.append("module changed: " + ", ".join(modules))
+    return tuple(reasons)
+
+
+def previous_result(paths: RunPaths, run_id: str | None) -> dict[str, Any] | None:
+    """The result this run had before the one with `run_id`, from history/ (every final record is
+    kept there); None for a run's first result. Lists the folder, and reads a record only when
+    there is one: the common first run costs no read. Ordered by the files' times: the names are
+    stamped to the second, and a quick rerun ties."""
+    try:
+        kept = [entry for entry in paths.history.iterdir() if entry.name.endswith(".result.yaml")]
+    except OSError:
+        return None
+    own = f"-{run_id}.result.yaml"
+    written = {entry: entry.stat().st_mtime_ns for entry in kept}
+    current = max((mtime for entry, mtime in written.items() if entry.name.endswith(own)), default=None)
+    earlier = sorted((mtime, entry.name) for entry, mtime in written.items()
+                     if not entry.name.endswith(own) and (current is None or mtime <= current))
+    for _, name in reversed(earlier):
+        try:
+            return read_record(paths.history / name)
+        except RecordError:
+            continue
+    return None
 
 
 def _latest_result(paths: RunPaths) -> dict[str, Any] | None:

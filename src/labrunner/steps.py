@@ -20,6 +20,7 @@ from labrunner.findings import findings_stamp, render_experiment_findings, rende
 from labrunner.plan import Plan, load_plan
 from labrunner.records import now_iso
 from labrunner.redact import redact
+from labrunner.report import write_findings_html
 
 __all__ = ["aggregate_experiment", "experiment_findings", "gates", "logged", "project_findings"]
 
@@ -51,10 +52,12 @@ def _plan(plan_path: str) -> Plan:
 
 
 def aggregate_experiment(plan_path: str, experiment_id: str, stub: bool, results: str, table_md: str,
-                         table_csv: str, plot: str, ignore_gates: bool = False, sweeps: str | None = None) -> None:
+                         table_csv: str, plot: str, ignore_gates: bool = False, sweeps: str | None = None,
+                         curves: str | None = None, report: str | None = None) -> None:
     plan = _plan(plan_path)
     data = write_experiment_outputs(plan, experiment_id, stub, Path(results), Path(table_md), Path(table_csv), Path(plot),
-                                    ignore_gates=ignore_gates, sweeps_dir=Path(sweeps) if sweeps else None)
+                                    ignore_gates=ignore_gates, sweeps_dir=Path(sweeps) if sweeps else None,
+                                    curves_dir=Path(curves) if curves else None, report_dir=Path(report) if report else None)
     print(f"{experiment_id}: {data['status']}, recommendation {data['assessment'].get('recommendation')}")
 
 
@@ -65,15 +68,18 @@ def gates(plan_path: str, stub: bool, results_files: Sequence[str], output: str)
         print(f"{gate_id}: {gate['status']}")
 
 
-def experiment_findings(results_file: str, output: str) -> None:
+def experiment_findings(results_file: str, output: str, html: str | None = None) -> None:
     results = load_results([Path(results_file)])
     (experiment_id, data), = results.items()
     root = Path.cwd()
     write_findings(Path(output), render_experiment_findings(data, Path(output), root, results_file))
+    if html:
+        write_findings_html(Path(output), Path(html))
     print(f"{experiment_id}: wrote {output}")
 
 
-def project_findings(plan_path: str, stub: bool, results_files: Sequence[str], gates_file: str, output: str) -> None:
+def project_findings(plan_path: str, stub: bool, results_files: Sequence[str], gates_file: str, output: str,
+                     html: str | None = None) -> None:
     plan = _plan(plan_path)
     experiments = load_results([Path(p) for p in results_files])
     from labrunner.yamlio import load_yaml
@@ -83,4 +89,6 @@ def project_findings(plan_path: str, stub: bool, results_files: Sequence[str], g
     document = render_project_findings(plan.model.project.model_dump(exclude_none=True), experiments, gate_data, paths,
                                        Path(output), Path.cwd(), stub, findings_stamp(experiments))
     write_findings(Path(output), document)
+    if html:
+        write_findings_html(Path(output), Path(html))
     print(f"wrote {output}")

@@ -8,6 +8,7 @@ from pathlib import Path
 from collections.abc import Mapping
 from typing import Any
 
+from labrunner import compute
 from labrunner.invocation import rerun_command
 from labrunner.layout import RunPaths
 from labrunner.plan import Plan
@@ -215,6 +216,8 @@ def _experiment_lines(experiments: Mapping[str, Mapping[str, Any]]) -> list[str]
             line += f" — {results['held_by']}"
         lines.append(line)
         lines += [f"    note: {note}" for note in results.get("gates_ignored") or []]
+        if (results.get("compute") or {}).get("runs"):
+            lines.append(f"    compute: {compute.describe(results['compute'])}")
     return lines
 
 
@@ -237,7 +240,11 @@ def status_report(plan: Plan, stub: bool = False, only_attention: bool = False,
     for key, name in (("stale", "Stale"), ("running", "Running")):
         if totals[key]:
             line += f"  {name}: {totals[key]}"
-    lines += ["", line, "", "Experiments:", *_experiment_lines(view.experiments)]
+    lines += ["", line]
+    spent = [results["compute"] for results in view.experiments.values() if (results.get("compute") or {}).get("runs")]
+    if spent:
+        lines.append(f"Compute: {compute.describe(compute.combine(spent))}")
+    lines += ["", "Experiments:", *_experiment_lines(view.experiments)]
     if view.gates:
         lines += ["Gates:", *_gate_lines(view.gates)]
     failures = [item for item in attention if item[1][0] in ("failed", "interrupted", "damaged")]

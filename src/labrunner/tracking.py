@@ -7,20 +7,27 @@ the run marked hung: nothing more is sent to it, and the process does not wait f
 exit. An online run that cannot start (no key, no network, a hang) falls back
 to offline; an offline run that cannot start falls back to none. Each fallback is a warning in
 the record. In `disabled` mode wandb is not even imported.
+
+Each attempt of a sub is a W&B run of its own, with an id made from the sub, the seed and the
+attempt's number (`attempt_run_id`): the same attempt always has the same id, so syncing an
+offline run twice never makes two runs, and a record leads to its run. A failed attempt's run is
+tagged `failed` and finished with exit code 1 (W&B shows it as failed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import queue
 import re
 import threading
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["NullTracker", "Tracker", "TrackingRequest", "WandbTracker", "effective_mode", "start_tracking"]
+__all__ = ["NullTracker", "Tracker", "TrackingRequest", "WandbTracker", "attempt_run_id", "effective_mode",
+           "start_tracking"]
 
 T = TypeVar("T")
 # wandb's own init_timeout should fire first; past this grace the call is abandoned as hung
@@ -39,6 +46,9 @@ class Tracker(Protocol):
     def summary(self, metrics: Mapping[str, Any]) -> None: ...
     def finish(self, exit_code: int) -> None: ...
     def info(self) -> dict[str, Any]: ...
+    def add_config(self, values: Mapping[str, Any]) -> None: ...
+    def mark_failed(self, error_type: str | None) -> None: ...
+    def log_artifacts(self, name: str, files: Sequence[tuple[Path, str]], metadata: Mapping[str, Any]) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -58,6 +68,20 @@ class TrackingRequest:
     init_timeout_s: float = 60.0
     finish_timeout_s: float = 60.0
     call_timeout_s: float = 30.0  # define_metric, log, summary: normally instant (wandb queues them)
+    run_id: str | None = None  # attempt_run_id(...): None lets W&B make one up
+    attempt: int | None = None  # the attempt's number, across every job of this run (1 for the first)
+
+
+def attempt_run_id(project: str, experiment_id: str, sub_id: str, seed: int, stub: bool, attempt: int,
+                   folder_token: str) -> str:
+    """`<sub>-s<seed>-a<attempt>-<hash>`: readable in W&B's URLs, the same for the same attempt.
+    The hash (of the project, experiment, sub, seed, tree and the run folder's token, see
+    records.next_attempt) keeps apart two subs whose names read alike, stub runs and real ones,
+    and the attempts of another copy of the project: W&B's ids are per project."""
+    digest = hashlib.sha256("\0".join([project, experiment_id, sub_id, str(seed), "stub" if stub else "real",
+                                       folder_token]).encode("utf-8")).hexdigest()[:8]
+    readable = re.sub(r"[^a-z0-9_-]+", "-", sub_id.lower()).strip("-")[:40] or "sub"
+    return f"{readable}-s{seed}-a{attempt}-{digest}"
 
 
 def effective_mode(plan_mode: str, environ: Mapping[str, str] | None = None) -> str:
@@ -131,6 +155,15 @@ class NullTracker:
     def info(self) -> dict[str, Any]:
         return {"mode": self.mode}
 
+    def add_config(self, values: Mapping[str, Any]) -> None:
+        pass
+
+    def mark_failed(self, error_type: str | None) -> None:
+        pass
+
+    def log_artifacts(self, name: str, files: Sequence[tuple[Path, str]], metadata: Mapping[str, Any]) -> None:
+        pass
+
 
 @dataclass
 class WandbTracker:
@@ -140,6 +173,7 @@ class WandbTracker:
     owner: _Owner  # the only thread that calls into `run`
     warnings: list[str] = field(default_factory=list)
     hung: bool = False  # a wandb call was abandoned: the process must not wait for wandb at exit
+    module: Any = None  # the wandb module, for wandb.Artifact
     _log_failed: bool = False
     _identity: dict[str, str] = field(default_factory=dict)
 
@@ -181,6 +215,35 @@ class WandbTracker:
         if error is not None:
             self.warnings.append(f"W&B summary not written: {_short(error)}")
 
+    def add_config(self, values: Mapping[str, Any]) -> None:
+        """Facts known only once the attempt ended (the handler's environment)."""
+        if self.hung:
+            return
+        _, error, _ = self._call(lambda: self.run.config.update(dict(values), allow_val_change=True), "config update")
+        if error is not None:
+            self.warnings.append(f"W&B config not updated: {_short(error)}")
+
+    def mark_failed(self, error_type: str | None) -> None:
+        """Tag the run `failed` (finish(1) then marks its state failed), with the error type."""
+        if self.hung:
+            return
+        _, error, _ = self._call(lambda: _tag_failed(self.run, error_type), "tags")
+        if error is not None:
+            self.warnings.append(f"W&B run not tagged as failed: {_short(error)}")
+
+    def log_artifacts(self, name: str, files: Sequence[tuple[Path, str]], metadata: Mapping[str, Any]) -> None:
+        """The handler's artifacts as one W&B artifact of this run (copied into W&B's staging
+        area, so an offline run keeps them as they were even if a rerun replaces the files). Its
+        deadline is the finish deadline: copying a checkpoint is not instant."""
+        if self.hung or not files or self.module is None:
+            return
+        _, error, timed_out = self.owner.call(lambda: _log_artifact(self.module, self.run, name, files, metadata),
+                                              self.request.finish_timeout_s)
+        if timed_out:
+            self._gave_up("log_artifact")
+        elif error is not None:
+            self.warnings.append(f"W&B artifact not logged: {_short(error)}")
+
     def finish(self, exit_code: int) -> None:
         if self.hung:
             return
@@ -219,6 +282,8 @@ class WandbTracker:
             info["url"] = self._identity["url"]
         if self._identity.get("path"):
             info["path"] = self._identity["path"]
+        if self.request.attempt is not None:
+            info["attempt"] = self.request.attempt
         return info
 
 
@@ -253,15 +318,33 @@ def _set_summary(run: Any, values: Mapping[str, Any]) -> None:
         run.summary[name] = value
 
 
+def _tag_failed(run: Any, error_type: str | None) -> None:
+    run.tags = (*(run.tags or ()), "failed")
+    run.summary["labrunner/error_type"] = error_type or "unknown"
+
+
+_ARTIFACT_NAME = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def _log_artifact(wandb: Any, run: Any, name: str, files: Sequence[tuple[Path, str]], metadata: Mapping[str, Any]) -> None:
+    artifact = wandb.Artifact(_ARTIFACT_NAME.sub("-", name)[:128], type="labrunner-artifacts", metadata=dict(metadata))
+    for path, relative in files:
+        artifact.add_file(local_path=str(path), name=relative)
+    run.log_artifact(artifact)
+
+
 def _init(wandb: Any, request: TrackingRequest, mode: str) -> Any:
     settings = wandb.Settings(
         init_timeout=request.init_timeout_s, finish_timeout=request.finish_timeout_s,
         login_timeout=min(request.init_timeout_s, 30.0), console="off", silent=True,
     )
+    # resume="never" with our own id: should an online run with it exist already, it is refused
+    # rather than written over; the attempt then falls back to offline, with a warning
     return wandb.init(
         project=request.project, entity=request.entity, group=request.group, name=request.name,
         job_type=request.job_type, config=request.config, tags=list(request.tags), dir=str(request.run_dir),
         mode=mode, settings=settings, reinit="create_new",
+        **({"id": request.run_id, "resume": "never"} if request.run_id else {}),
     )
 
 
@@ -276,11 +359,15 @@ def start_tracking(request: TrackingRequest, import_wandb: Callable[[], Any] | N
         return NullTracker("disabled", [f"W&B tracking off: wandb cannot be imported ({exc}); pip install wandb"])
     request.run_dir.mkdir(parents=True, exist_ok=True)
     modes = ["online", "offline"] if request.mode == "online" else ["offline"]
-    for mode in modes:
+    for index, mode in enumerate(modes):
         owner = _Owner(f"labrunner-wandb-{mode}")
-        run, error, timed_out = owner.call(lambda mode=mode: _init(wandb, request, mode), request.init_timeout_s + INIT_GRACE_S)
+        # the fallback is a run of its own: W&B keeps the id of an online run that failed to start
+        # reserved in its service process, so it gets the attempt's id with "-offline" added
+        tried = replace(request, run_id=f"{request.run_id}-{mode}") if index and request.run_id else request
+        run, error, timed_out = owner.call(lambda mode=mode, tried=tried: _init(wandb, tried, mode),
+                                           request.init_timeout_s + INIT_GRACE_S)
         if run is not None:
-            return WandbTracker(request, run, mode, owner, warnings)
+            return WandbTracker(tried, run, mode, owner, warnings, module=wandb)
         owner.close()
         problem = f"did not start within {request.init_timeout_s:g}s" if timed_out else _short(error) if error else "returned no run"
         fallback = "falling back to offline" if mode == "online" else "tracking off for this run (metrics.jsonl has every metric)"

@@ -29,6 +29,7 @@ from typing import Any
 from labrunner.convert import validate_return
 from labrunner.files import SpaceReserve, atomic_write_text, is_disk_full
 from labrunner.hints import hint_for
+from labrunner.provenance import handler_environment
 from labrunner.redact import redact_data
 from labrunner.runner import ExperimentRunner, RunContext, detect_device
 
@@ -234,6 +235,7 @@ def run(context: RunContext) -> dict[str, Any]:
             "details": output.extra,
             "warnings": runner.warnings + output.warnings,
             "device": _device_used(),
+            "environment": handler_environment(),
         }
     except BaseException as exc:  # noqa: BLE001 - every failure becomes a record
         _STOPS.reporting = True
@@ -241,6 +243,7 @@ def run(context: RunContext) -> dict[str, Any]:
             runner.close()  # also after SIGINT/SIGTERM (raised here): every line logged reaches metrics.jsonl
         outcome = error_outcome(exc, root, runner.warnings if runner else [], _STOPS.received)
         outcome["device"] = _device_used()
+        outcome["environment"] = handler_environment()
         return outcome
     finally:
         if runner is not None:

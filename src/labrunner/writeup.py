@@ -28,12 +28,14 @@ from labrunner.errors import LabrunnerError
 from labrunner.findings import findings_stamp, render_experiment_findings, render_project_findings, write_findings
 from labrunner.plan import Plan
 from labrunner.records import now_iso
+from labrunner.report import write_findings_html
 from labrunner.state import run_dirs
 from labrunner.yamlio import load_yaml, write_yaml
 
 __all__ = ["refresh"]
 
-_VOLATILE = ("generated_at", "plot")  # keys that change with every write, not with the state
+# keys that change with every write, not with the state (`curves` is named as the plots are drawn)
+_VOLATILE = ("generated_at", "plot", "curves")
 
 
 def refresh(plan: Plan, stub: bool = False, ignore_gates: bool = False) -> list[str]:
@@ -52,16 +54,22 @@ def refresh(plan: Plan, stub: bool = False, ignore_gates: bool = False) -> list[
         else:
             folder = results_path.parent
             outputs = [results_path, folder / "metrics.md", folder / "metrics.csv", folder / "criteria.png"]
-            # the sweep plots and their folder, a directory output of the same job
+            # the sweep and learning-curve plots and their folders, directory outputs of the same job
             sweep_plots = [Path(sweep["plot"]) for sweep in (results.get("sweeps") or {}).values()]
-            with _kept_mtimes([*outputs, folder / "sweeps", *sweep_plots], _experiment_inputs(plan, exp_id, stub)):
-                write_experiment_files(plan, results, results_path, outputs[1], outputs[2], outputs[3], folder / "sweeps")
-            written += [path.as_posix() for path in [*outputs, *sweep_plots]]
+            curve_plots = [folder / "curves" / f"{sub_id}.png" for sub_id in results.get("subs") or {}]
+            with _kept_mtimes([*outputs, folder / "sweeps", *sweep_plots, folder / "curves", *curve_plots, folder / "report"],
+                              _experiment_inputs(plan, exp_id, stub)):
+                write_experiment_files(plan, results, results_path, outputs[1], outputs[2], outputs[3], folder / "sweeps",
+                                       folder / "curves", folder / "report")
+            written += [path.as_posix() for path in [*outputs, *sweep_plots, *map(Path, results["curves"].values())]]
         experiments[exp_id] = results
         findings = layout.experiment_findings_path(exp_id, stub)
         document = render_experiment_findings(results, findings, Path.cwd(), results_path.as_posix())
         if _write_findings(findings, document, [results_path]):
             written.append(findings.as_posix())
+        html = layout.experiment_findings_html_path(exp_id, stub)
+        if _write_html(findings, html, [results_path]):
+            written.append(html.as_posix())
     gates_path = layout.gates_path(stub)
     gates = collect_gates(plan, experiments)
     existing_gates = _load(gates_path)
@@ -78,6 +86,9 @@ def refresh(plan: Plan, stub: bool = False, ignore_gates: bool = False) -> list[
     inputs = [Path(p) for p in results_files.values()] + [Path(p) for p in experiment_findings.values()] + [gates_path, plan.path]
     if _write_findings(project, document, inputs):
         written.append(project.as_posix())
+    html = layout.project_findings_html_path(stub)
+    if _write_html(project, html, inputs):
+        written.append(html.as_posix())
     return written
 
 
@@ -89,7 +100,8 @@ def refresh_quietly(plan: Plan, stub: bool, ignore_gates: bool) -> None:
     except (LabrunnerError, OSError) as exc:
         print(f"labrunner: the write-up could not be brought up to date: {exc}", file=sys.stderr)
         return
-    shown = [path for path in written if not path.endswith(("metrics.md", "metrics.csv", "criteria.png"))]
+    shown = [path for path in written
+             if not path.endswith(("metrics.md", "metrics.csv", "criteria.png", ".html")) and "/curves/" not in path]
     if shown:
         print(f"labrunner: brought the write-up up to date with the records: {', '.join(shown)}", file=sys.stderr)
 
@@ -123,6 +135,14 @@ def _write_findings(path: Path, document: Any, inputs: Iterable[Path]) -> bool:
     with _kept_mtimes([path], inputs):
         write_findings(path, document)
     return path.read_bytes() != before
+
+
+def _write_html(findings: Path, html: Path, inputs: Iterable[Path]) -> bool:
+    """The HTML twin of a FINDINGS file (labrunner.report), an output of the same rule."""
+    if not findings.exists():
+        return False
+    with _kept_mtimes([html], inputs):
+        return write_findings_html(findings, html)
 
 
 @contextmanager

@@ -12,6 +12,9 @@
 # keeping each file's modification time, so that the write-up describes the present while
 # Snakemake's view of what is out of date (and so the next run) stays exactly as above.
 FINDINGS_DIR = PIPELINE.findings_dir
+# `snakemake --report report.html research/FINDINGS.md` embeds the outputs flagged with report():
+# captions in ../report/, one category per kind of output, one subcategory per experiment.
+REPORT_CAPTIONS = "../report"
 
 
 rule aggregate_experiment:
@@ -21,10 +24,43 @@ rule aggregate_experiment:
     output:
         results=f"{RESULTS}/{{exp}}/results.yaml",
         table_md=f"{RESULTS}/{{exp}}/metrics.md",
-        table_csv=f"{RESULTS}/{{exp}}/metrics.csv",
-        plot=f"{RESULTS}/{{exp}}/criteria.png",
+        table_csv=report(
+            f"{RESULTS}/{{exp}}/metrics.csv",
+            caption=f"{REPORT_CAPTIONS}/metrics.rst",
+            category="Metric tables",
+            subcategory="{exp}",
+        ),
+        plot=report(
+            f"{RESULTS}/{{exp}}/criteria.png",
+            caption=f"{REPORT_CAPTIONS}/criteria.rst",
+            category="Criteria and comparisons",
+            subcategory="{exp}",
+        ),
         # one plot per swept sub (<sub>.png), none when the experiment has no grid
-        sweeps=directory(f"{RESULTS}/{{exp}}/sweeps"),
+        sweeps=report(
+            directory(f"{RESULTS}/{{exp}}/sweeps"),
+            patterns=["{sweep}.png"],
+            caption=f"{REPORT_CAPTIONS}/sweeps.rst",
+            category="Sweeps",
+            subcategory="{exp}",
+        ),
+        # one plot of learning curves per sub that logged metrics with steps (<sub>.png)
+        curves=report(
+            directory(f"{RESULTS}/{{exp}}/curves"),
+            patterns=["{sub}.png"],
+            caption=f"{REPORT_CAPTIONS}/curves.rst",
+            category="Learning curves",
+            subcategory="{exp}",
+        ),
+        # the handlers' artifacts a report page can show, linked from the run folders
+        artifacts=report(
+            directory(f"{RESULTS}/{{exp}}/report"),
+            patterns=["{run}__{file}"],  # flat: <sub>__[seed-<n>__]<name> (see labrunner.report)
+            caption=f"{REPORT_CAPTIONS}/artifacts.rst",
+            category="Artifacts",
+            subcategory="{exp}",
+            labels={"run": "{run}", "file": "{file}"},
+        ),
     params:
         stub=is_stub,
         ignore_gates=ignores_gates,
@@ -63,6 +99,13 @@ rule experiment_findings:
     output:
         # update(): the file holds the researcher's text; Snakemake must not delete it first
         update(f"{FINDINGS_DIR}/experiments/{{exp}}/FINDINGS.md"),
+        # the same as one self-contained HTML page, for the report
+        html=report(
+            f"{RESULTS}/{{exp}}/findings.html",
+            caption=f"{REPORT_CAPTIONS}/findings.rst",
+            category="Findings",
+            subcategory="{exp}",
+        ),
     log:
         f"{RESULTS}/{{exp}}/findings.log",
     localrule: True
@@ -80,6 +123,12 @@ rule project_findings:
         plan=PIPELINE.plan_file,
     output:
         update(PIPELINE.project_findings),
+        html=report(
+            PIPELINE.project_findings_html,
+            caption=f"{REPORT_CAPTIONS}/project.rst",
+            category="Findings",
+            subcategory="project",
+        ),
     params:
         stub=is_stub,
     log:
