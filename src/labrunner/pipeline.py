@@ -14,7 +14,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -407,6 +407,30 @@ class Pipeline:
         spec = self.run_target(exp_id, run).spec
         return self._handler_files(spec.handler_file)
 
+    @cached_property
+    def handler_input_pattern(self) -> str | None:
+        """`handlers/{exp}/{run}.py` when that names every run's inputs: each handler at its
+        default place, importing no project module, each sub with one seed (so the run is the
+        sub) and no run waiting for another experiment's results; else None (an input function).
+        A pattern costs Snakemake nothing per job, where a function is called for every job."""
+        for exp_id, runs in self.runs_by_experiment.items():
+            for run in runs:
+                handler_file = Path("handlers", exp_id, f"{run.run}.py")
+                if (run.spec.handler_file != handler_file or len(self._handler_files(handler_file)) > 1
+                        or self.requirement_inputs(exp_id, run.run)):
+                    return None
+        return f"{self._relative(Path('handlers'))}/{{exp}}/{{run}}.py"
+
+    def check_targets(self, targets: Iterable[str]) -> None:
+        """A target typed on the command line that names a run the plan does not have is an
+        error that lists the experiments (the input function of the run's rule says so too, but
+        a rule with an input pattern has none)."""
+        results = re.escape(self.results_root)
+        for target in targets:
+            match = re.fullmatch(rf"{results}/([^/]+)/(.+)/result\.yaml", os.path.normpath(target))
+            if match:
+                self.run_target(match[1], match[2])
+
     def _handler_files(self, handler_file: Path) -> list[str]:
         cache = self.__dict__.setdefault("_handler_cache", {})
         if handler_file not in cache:
@@ -484,6 +508,13 @@ class Pipeline:
         mem_mb = self.run_target(exp_id, run).spec.mem_mb
         assert mem_mb is not None, f"{exp_id}/{run} has no mem_mb"
         return mem_mb
+
+    def uniform(self, per_run: Callable[[str, str], int]) -> int | None:
+        """The value `per_run(exp_id, run)` has for every run, when it is the same for all (the
+        usual case for time and memory); None when runs differ, or there are none. A rule takes
+        a value at no cost per job, where a function is called for every job of the DAG."""
+        values = {per_run(exp_id, run.run) for exp_id, runs in self.runs_by_experiment.items() for run in runs}
+        return values.pop() if len(values) == 1 else None
 
     @cached_property
     def sets_memory(self) -> bool:

@@ -14,6 +14,7 @@ failed sub even when nothing else changed. Every final record is also kept under
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import hashlib
 import os
@@ -140,25 +141,41 @@ def _kept_result(paths: RunPaths, previous: dict[str, Any]) -> Path | None:
     return max(kept, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
+# Records already read by this process, by absolute path: (inode, mtime_ns, size) of the file as
+# read, and its verified content. The end of a run reads every record several times over (the
+# write-up, the summary, the check for stale results); a record is only ever replaced by a rename
+# (a new inode) or rewritten in place (a new mtime), so an unchanged stat means unchanged content.
+_READ: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+
+
 def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
-    """Read a record back; RecordError names the file and what is wrong with it."""
+    """Read a record back (a copy the caller may change); RecordError names the file and what is
+    wrong with it."""
     path = Path(path)
+    key = os.path.abspath(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = _READ.get(key)
+            if cached is not None and cached[0] == stamp:
+                return copy.deepcopy(cached[1])
+            text = handle.read().decode("utf-8")
     except FileNotFoundError:
         raise RecordError.single(path, "", "record not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError.single(path, "", f"record cannot be read: {exc}") from None
-    if verify and text.strip() != "status: none":
-        problem = verify_text(text)
-        if problem:
-            raise RecordError.single(path, "", f"record is damaged: {problem}; delete it and rerun to rebuild it")
+    problem = verify_text(text) if text.strip() != "status: none" else None
+    if verify and problem:
+        raise RecordError.single(path, "", f"record is damaged: {problem}; delete it and rerun to rebuild it")
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
     except yaml.YAMLError as exc:
         raise RecordError.single(path, "", f"record is not valid YAML: {exc}") from None
     if not isinstance(data, dict) or "status" not in data:
         raise RecordError([Issue(str(path), "status", "record is damaged: expected a mapping with a 'status' key")])
+    if problem is None:  # only whole records: a damaged one must be refused again when verified
+        _READ[key] = (stamp, copy.deepcopy(data))
     return data
 
 

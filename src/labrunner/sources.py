@@ -38,7 +38,7 @@ class ModuleInfo:
     syntax_error: str | None = None
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1 << 16)  # every handler of a large sweep: a smaller cache thrashed, parsing each twice
 def _parse(path: str, mtime_ns: int) -> ModuleInfo:
     del mtime_ns  # part of the cache key only: an edited file is parsed again
     with open(path, "rb") as handle:  # IsADirectoryError for a folder: not a handler file
@@ -224,7 +224,7 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1 << 16)
 def _cached_sha256(path: str, mtime_ns: int, size: int) -> str:
     del mtime_ns, size  # part of the cache key only: an edited file is hashed again
     return file_sha256(Path(path))

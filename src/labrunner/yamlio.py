@@ -90,11 +90,14 @@ class _LineLoader(_SafeLoader):  # type: ignore[misc, valid-type]
         items.texts = [child.value if isinstance(child, yaml.ScalarNode) and not child.style else None
                        for child in node.value]
 
+    may_alias = True  # False when the text has no anchor (`&name`), so no alias can repeat one
+
     def get_single_data(self) -> Any:
         node = self.get_single_node()
         if node is None:
             return None
-        _check_expansion(node)
+        if self.may_alias:  # a walk over every node: a tenth of loading a large plan
+            _check_expansion(node)
         return self.construct_document(node)
 
 
@@ -169,7 +172,12 @@ def load_yaml(path: Path, error: type[InputError] = InputError) -> Any:
 def parse_yaml(text: str, shown: str, error: type[InputError] = InputError) -> Any:
     """Parse YAML text that came from the file named `shown` (used in messages only)."""
     try:
-        return yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader is a SafeLoader
+        loader = _LineLoader(text)
+        loader.may_alias = "&" in text
+        try:
+            return loader.get_single_data()
+        finally:
+            loader.dispose()
     except _TooManyAliases as bomb:
         what = ("an alias here refers to the value that contains it, which would never end" if bomb.recursive else
                 f"aliases (*name) expand the document by more than {MAX_ALIAS_EXPANSION:,} values (an alias of the "

@@ -6,7 +6,7 @@
 
 rule run_sub:
     input:
-        get_sub_inputs,
+        SUB_INPUTS,
     output:
         f"{RESULTS}/{{exp}}/{{run}}/result.yaml",
     params:
