@@ -422,9 +422,9 @@ class Pipeline:
         return f"{self._relative(Path('handlers'))}/{{exp}}/{{run}}.py"
 
     def check_targets(self, targets: Iterable[str]) -> None:
-        """A target typed on the command line that names a run the plan does not have is an
-        error that lists the experiments (the input function of the run's rule says so too, but
-        a rule with an input pattern has none)."""
+        """A result file among `targets` (words of the command line) that names a run the plan
+        does not have is an error that lists the experiments (the input function of the run's
+        rule says so too, but a rule with an input pattern has none)."""
         results = re.escape(self.results_root)
         for target in targets:
             match = re.fullmatch(rf"{results}/([^/]+)/(.+)/result\.yaml", os.path.normpath(target))

@@ -1,6 +1,5 @@
 # Plan loading (validated once, before any job starts) and every input function the rules use.
 import gc
-import inspect
 import os
 import sys
 
@@ -9,8 +8,6 @@ import sys
 # built (a quarter of `snakemake -n` on 1,000 subs): collection waits until they are loaded, and
 # then they are moved out of its sight (gc.freeze) at the end of this file.
 gc.disable()
-
-from snakemake.common import overwrite_function_params
 
 from labrunner import invocation
 from labrunner.errors import LabrunnerError
@@ -24,6 +21,10 @@ try:
     if workflow.is_main_process:
         # records live beside the results: a job's files must reach this side
         PIPELINE.require_shared_results(u.item_to_choice() for u in workflow.storage_settings.shared_fs_usage)
+        # a run the plan does not have, typed as a target, is named here: its rule may have no
+        # input function to say so (see SUB_INPUTS). Snakemake tells the workflow its targets
+        # only after reading it, so the command line is read: a word that is a result path.
+        PIPELINE.check_targets(sys.argv[1:])
 except LabrunnerError as error:
     raise WorkflowError(f"labrunner: {error}") from None
 
@@ -49,18 +50,10 @@ wildcard_constraints:
     run=r"[A-Za-z0-9][A-Za-z0-9._-]*(/seed-[0-9]+)?",
 
 
-def per_job(func):
-    # Snakemake inspects the signature of a rule's function at every call, on every job of the
-    # DAG (a third of the cost of the call); it takes one inspection kept on the function instead
-    overwrite_function_params(func, inspect.signature(func).parameters)
-    return func
-
-
 def get_final_targets(wildcards):
     return [PIPELINE.project_findings]
 
 
-@per_job
 def get_sub_inputs(wildcards):
     # the handler file and the project modules it imports (an edit reruns the sub), and, for a
     # run that waits for a dependency or a gate that may still change in this run, what it waits for
@@ -74,22 +67,18 @@ def get_sub_inputs(wildcards):
 SUB_INPUTS = PIPELINE.handler_input_pattern or get_sub_inputs
 
 
-@per_job
 def get_run_spec(wildcards):
     return PIPELINE.run_spec(wildcards.exp, wildcards.run)
 
 
-@per_job
 def get_gpu_count(wildcards):
     return PIPELINE.gpu_count(wildcards.exp, wildcards.run)
 
 
-@per_job
 def get_gpu_model(wildcards):
     return PIPELINE.gpu_model(wildcards.exp, wildcards.run)
 
 
-@per_job
 def get_modal_gpu(wildcards):
     return PIPELINE.modal_gpu(wildcards.exp, wildcards.run)
 
@@ -104,12 +93,10 @@ GPU_RESOURCES = (
 )
 
 
-@per_job
 def get_runtime_min(wildcards):
     return PIPELINE.runtime_min(wildcards.exp, wildcards.run)
 
 
-@per_job
 def get_mem_mb(wildcards):
     return PIPELINE.mem_mb(wildcards.exp, wildcards.run)
 
@@ -122,7 +109,6 @@ JOB_LIMITS = {"runtime": PIPELINE.uniform(PIPELINE.runtime_min) or get_runtime_m
 )
 
 
-@per_job
 def get_experiment_records(wildcards):
     # an experiment that requires gates asks the gates checkpoint first: its runs join the DAG
     # only once the gates are up to date, and only if they passed (see Pipeline.experiment_records)
@@ -132,7 +118,6 @@ def get_experiment_records(wildcards):
     return PIPELINE.experiment_records(wildcards.exp)
 
 
-@per_job
 def get_experiment_results(wildcards):
     return PIPELINE.experiment_results(wildcards.exp)
 
