@@ -305,11 +305,14 @@ class Pipeline:
         """
         marked = []
         for exp_id, runs in self.runs_by_experiment.items():
+            if not os.path.isdir(f"{self.results_root}/{exp_id}"):
+                continue  # nothing ran and nothing reports a run (a fresh tree: checked once, not per run)
             reported: set[str] | None = None  # read only when a run has no records at all
             for run in runs:
-                paths = layout.RunPaths(Path(self.run_file(exp_id, run.run, "result.yaml")).parent)
-                if paths.result.exists():
+                result = self.run_file(exp_id, run.run, "result.yaml")
+                if os.path.exists(result):  # strings, not Path: this runs for every run at every invocation
                     continue
+                paths = layout.RunPaths(Path(result).parent)
                 if not paths.failure.exists():
                     reported = self._reported_runs(exp_id) if reported is None else reported
                     if run.run in reported:
