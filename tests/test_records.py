@@ -199,3 +199,23 @@ def test_records_full_disk_with_nothing_writable_puts_the_outcome_in_the_error(t
     assert "no space left on device (0 bytes free" in str(caught.value)
     assert str(caught.value).endswith("so here is the outcome: e1/s1 failed: OSError: [Errno 28] No space left on device: "
                                       "'work/checkpoint.pt'")
+
+
+def test_records_read_again_follow_every_change_and_are_copies(paths: RunPaths) -> None:
+    # records read once are kept by their text (the end of a run reads each several times)
+    write_result(paths, record(metrics={"acc": 0.97}), None)
+    for _ in range(2):  # the first read and one from what was kept
+        read = read_record(paths.result)
+        read["metrics"]["acc"] = 0.0  # the caller's copy: the next read is not affected
+    assert read_record(paths.result)["metrics"]["acc"] == 0.97
+
+    text = paths.result.read_text()
+    paths.result.write_text(text.replace("0.97", "0.99"))  # same size, within the clock's tick
+    with pytest.raises(RecordError, match="its checksum does not match"):
+        read_record(paths.result)
+    assert read_record(paths.result, verify=False)["metrics"]["acc"] == 0.99
+    with pytest.raises(RecordError, match="its checksum does not match"):  # refused again once read unverified
+        read_record(paths.result)
+
+    write_result(paths, record(metrics={"acc": 0.5}), None)
+    assert read_record(paths.result)["metrics"]["acc"] == 0.5

@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from labrunner.pipeline import Pipeline
 from workflow_support import BIN, PLAN, load, run, snakemake, snapshot, write_project
 
 pytestmark = pytest.mark.slow
@@ -124,3 +125,50 @@ def test_scale_executor_without_a_shared_file_system_is_refused(tmp_path: Path) 
     assert done.returncode != 0
     assert "labrunner needs the results folder on a file system shared with the jobs" in done.stdout + done.stderr
     assert not (project / "results").exists()
+
+
+PATTERN_PLAN = """\
+project: {name: Sweep}
+wandb: {mode: disabled}
+experiments:
+  e1:
+    success_criteria:
+      acc: {target: 0.9, acceptable: 0.8}
+    sub_experiments: [x, y]
+"""
+
+
+def plain_handler(name: str, acc: float) -> str:
+    return f'def {name}(runner):\n    return {{"finding": "ok", "metrics": {{"acc": {acc}}}}}\n'
+
+
+def dry_run_jobs(project: Path, *args: str) -> set[str]:
+    done = snakemake(project, "-n", *args)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return set(re.findall(r"output: (results/\S+/result\.yaml)", done.stdout))
+
+
+def test_scale_handlers_at_their_place_are_one_input_pattern_with_the_same_reruns(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # a pattern costs Snakemake nothing per job, where an input function is called for every job
+    project = write_project(tmp_path / "proj", PATTERN_PLAN)
+    (project / "handlers" / "e1").mkdir()
+    for name in ("x", "y"):
+        (project / "handlers" / "e1" / f"{name}.py").write_text(plain_handler(name, 0.9))
+    monkeypatch.chdir(project)
+    assert Pipeline.from_config({}).handler_input_pattern == "handlers/{exp}/{run}.py"
+
+    # a run the plan does not have is named, although no input function is there to say so
+    done = snakemake(project, "-n", "results/e1/zz/result.yaml")
+    assert done.returncode != 0 and "e1/zz is not a sub-experiment run of the plan" in done.stdout + done.stderr
+
+    assert run(project).returncode == 0
+    (project / "handlers" / "e1" / "x.py").write_text(plain_handler("x", 0.95))
+    assert dry_run_jobs(project) == {"results/e1/x/result.yaml"}  # an edited handler reruns its sub alone
+
+    # a handler that imports a project module: one input function again, so the module is an input
+    (project / "handlers" / "e1" / "y.py").write_text("from handlers.helpers import scale\n" + plain_handler("y", 0.9))
+    assert Pipeline.from_config({}).handler_input_pattern is None
+    assert run(project).returncode == 0
+    (project / "handlers" / "helpers.py").write_text("def scale(x):\n    return 2 * x\n")
+    assert dry_run_jobs(project) == {"results/e1/y/result.yaml"}

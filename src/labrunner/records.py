@@ -141,30 +141,28 @@ def _kept_result(paths: RunPaths, previous: dict[str, Any]) -> Path | None:
     return max(kept, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
-# Records already read by this process, by absolute path: (inode, mtime_ns, size) of the file as
-# read, and its verified content. The end of a run reads every record several times over (the
-# write-up, the summary, the check for stale results); a record is only ever replaced by a rename
-# (a new inode) or rewritten in place (a new mtime), so an unchanged stat means unchanged content.
-_READ: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+# Records already read by this process, by absolute path: the text as read and its verified
+# content. The end of a run reads every record several times over (the write-up, the summary, the
+# check for stale results); reading a file is cheap, parsing its YAML is not, and the same text
+# always parses the same (a file's time and size would not do: two writes within the clock's
+# tick may leave both unchanged).
+_READ: dict[str, tuple[str, dict[str, Any]]] = {}
 
 
 def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
     """Read a record back (a copy the caller may change); RecordError names the file and what is
     wrong with it."""
     path = Path(path)
-    key = os.path.abspath(path)
     try:
-        with open(path, "rb") as handle:
-            stat = os.fstat(handle.fileno())
-            stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            cached = _READ.get(key)
-            if cached is not None and cached[0] == stamp:
-                return copy.deepcopy(cached[1])
-            text = handle.read().decode("utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecordError.single(path, "", "record not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError.single(path, "", f"record cannot be read: {exc}") from None
+    key = os.path.abspath(path)
+    cached = _READ.get(key)
+    if cached is not None and cached[0] == text:
+        return copy.deepcopy(cached[1])
     problem = verify_text(text) if text.strip() != "status: none" else None
     if verify and problem:
         raise RecordError.single(path, "", f"record is damaged: {problem}; delete it and rerun to rebuild it")
@@ -175,7 +173,7 @@ def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
     if not isinstance(data, dict) or "status" not in data:
         raise RecordError([Issue(str(path), "status", "record is damaged: expected a mapping with a 'status' key")])
     if problem is None:  # only whole records: a damaged one must be refused again when verified
-        _READ[key] = (stamp, copy.deepcopy(data))
+        _READ[key] = (text, copy.deepcopy(data))
     return data
 
 
