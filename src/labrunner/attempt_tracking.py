@@ -12,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from labrunner.jobspec import RunPlan, SubSpec
+from labrunner.jobspec import SubSpec
 from labrunner.layout import RunPaths
 from labrunner.records import COMPLETED, next_attempt
 from labrunner.tracking import (
     NullTracker, Tracker, TrackingRequest, attempt_run_id, effective_mode, start_tracking,
 )
+
+if TYPE_CHECKING:
+    from labrunner.jobspec import RunPlan
 
 __all__ = ["AttemptTracking"]
 

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from labrunner import __version__
 from labrunner.attempt_tracking import AttemptTracking
@@ -34,14 +34,17 @@ from labrunner.executor import current_executor
 from labrunner.files import AppendLog, SpaceReserve, is_disk_full, storage_error
 from labrunner.hints import hint_for
 from labrunner.layout import RunPaths, results_root as default_results_root, run_dir
-from labrunner.jobspec import RunContext, RunPlan, SubSpec
-from labrunner.proctree import ATTEMPT_MARK_ENV, SUPERVISOR_PID_ENV, TREE_SCAN_EVERY_S, ProcessTree
+from labrunner.jobspec import SUPERVISOR_PID_ENV, RunContext, SubSpec
+from labrunner.proctree import ATTEMPT_MARK_ENV, TREE_SCAN_EVERY_S, ProcessTree
 from labrunner.records import RECORD_RESERVE_BYTES, COMPLETED, FAILED, mark_running, now_iso, write_final
 from labrunner.redact import redact, secret_values
 from labrunner.locks import RunLock
 from labrunner.provenance import git_state, record_environment
 from labrunner.sources import code_hashes, file_sha256
 from labrunner.tracking import NullTracker, Tracker
+
+if TYPE_CHECKING:
+    from labrunner.jobspec import RunPlan
 
 __all__ = ["AttemptRequest", "Backend", "LocalBackend", "SubRun", "run_sub"]
 

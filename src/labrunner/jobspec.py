@@ -14,11 +14,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["BACKEND_ENV", "JobPlan", "RunContext", "RunPlan", "SubSpec", "TrackingSettings"]
+__all__ = ["BACKEND_ENV", "JobPlan", "RunContext", "RunPlan", "SUPERVISOR_PID_ENV", "SubSpec", "TrackingSettings"]
 
 BACKEND_ENV = "LABRUNNER_BACKEND"  # `--config backend=...`, passed by the workflow to its jobs
+SUPERVISOR_PID_ENV = "LABRUNNER_SUPERVISOR_PID"  # set by the supervisor: who the handler's process must die with
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,17 @@ class TrackingSettings:
                    tags=tuple(wandb.tags), init_timeout_s=wandb.init_timeout_s, finish_timeout_s=wandb.finish_timeout_s)
 
 
-class RunPlan(Protocol):
-    """What running a sub needs of its plan: a whole `Plan`, or a job's `JobPlan`."""
+if TYPE_CHECKING:  # for annotations only: building a Protocol class costs every job's import time
+    from typing import Protocol
 
-    @property
-    def root(self) -> Path: ...
+    class RunPlan(Protocol):
+        """What running a sub needs of its plan: a whole `Plan`, or a job's `JobPlan`."""
 
-    @property
-    def tracking(self) -> TrackingSettings: ...
+        @property
+        def root(self) -> Path: ...
+
+        @property
+        def tracking(self) -> TrackingSettings: ...
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["ATTEMPT_MARK_ENV", "SUPERVISOR_PID_ENV", "ProcessTree", "Sweep"]
+__all__ = ["ATTEMPT_MARK_ENV", "ProcessTree", "Sweep"]
 
-SUPERVISOR_PID_ENV = "LABRUNNER_SUPERVISOR_PID"  # set by the supervisor: who the handler's process must die with
 ATTEMPT_MARK_ENV = "LABRUNNER_ATTEMPT_MARK"
 TREE_SCAN_EVERY_S = 0.5
 SWEEP_WAIT_S = 2.0  # how long killed processes get to disappear before they count as survivors

@@ -29,10 +29,9 @@ from typing import Any
 from labrunner.convert import validate_return
 from labrunner.files import SpaceReserve, atomic_write_text, is_disk_full
 from labrunner.hints import hint_for
-from labrunner.proctree import SUPERVISOR_PID_ENV  # set by the supervisor: who this process must die with
 from labrunner.provenance import handler_environment
 from labrunner.redact import redact_data
-from labrunner.jobspec import RunContext
+from labrunner.jobspec import SUPERVISOR_PID_ENV, RunContext
 from labrunner.runner import ExperimentRunner, detect_device
 
 __all__ = ["HandlerTerminated", "error_outcome", "handler_frame", "handler_location", "is_project_file", "main"]
