@@ -110,9 +110,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def _whole(plan: RunPlan) -> Plan:
+    """The loaded plan, for what needs all of it (the sub's lookup, holds, Modal): a job given a
+    JobPlan never asks for those (_cached_job_plan)."""
     from labrunner.plan import Plan
 
-    assert isinstance(plan, Plan), "only a job whose plan came from the job cache holds a JobPlan"
+    if not isinstance(plan, Plan):
+        raise TypeError(f"expected a loaded Plan here, got {type(plan).__name__}")
     return plan
 
 
