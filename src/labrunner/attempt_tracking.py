@@ -12,14 +12,17 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from labrunner.jobspec import SubSpec
 from labrunner.layout import RunPaths
-from labrunner.plan import Plan, SubSpec
 from labrunner.records import COMPLETED, next_attempt
 from labrunner.tracking import (
-    NullTracker, Tracker, TrackingRequest, attempt_run_id, effective_mode, project_slug, start_tracking,
+    NullTracker, Tracker, TrackingRequest, attempt_run_id, effective_mode, start_tracking,
 )
+
+if TYPE_CHECKING:
+    from labrunner.jobspec import RunPlan
 
 __all__ = ["AttemptTracking"]
 
@@ -28,7 +31,7 @@ __all__ = ["AttemptTracking"]
 class AttemptTracking:
     """The W&B runs of one job's attempts (one sub, one seed)."""
 
-    plan: Plan
+    plan: RunPlan  # a whole Plan, or the JobPlan of a Snakemake job
     spec: SubSpec
     seed: int
     stub: bool
@@ -39,7 +42,7 @@ class AttemptTracking:
     _mode: str = field(init=False)
 
     def __post_init__(self) -> None:
-        self._mode = effective_mode(self.plan.model.wandb.mode)
+        self._mode = effective_mode(self.plan.tracking.mode)
 
     def start(self) -> Tracker:
         """The tracker of the attempt about to run (counted even when W&B is off, so that the
@@ -66,9 +69,9 @@ class AttemptTracking:
         return _portable_paths(tracker.info(), self.plan.root.resolve())
 
     def _request(self, number: int, token: str) -> TrackingRequest:
-        settings = self.plan.model.wandb
+        settings = self.plan.tracking
         spec, seed = self.spec, self.seed
-        project = settings.project or project_slug(self.plan.model.project.name)
+        project = settings.project
         name = f"{spec.sub_id}-seed{seed}" if len(spec.seeds) > 1 else spec.sub_id
         git = self.provenance.get("git") or {}
         return TrackingRequest(

@@ -15,7 +15,8 @@ from labrunner.errors import LabrunnerError, RunRefusedError
 
 if TYPE_CHECKING:
     from labrunner.execution import Backend
-    from labrunner.plan import Plan, SubSpec
+    from labrunner.jobspec import JobPlan, RunPlan, SubSpec
+    from labrunner.plan import Plan
 
 __all__ = ["main"]
 
@@ -59,7 +60,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _plan_path(value: Path | None) -> Path:
-    from labrunner.plan import DEFAULT_PLAN_PATH
+    from labrunner.layout import DEFAULT_PLAN_PATH
 
     return value if value is not None else DEFAULT_PLAN_PATH
 
@@ -78,26 +79,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from labrunner.aggregate import hold_reason
-    from labrunner.errors import RunHeldError
     from labrunner.execution import run_sub
-    from labrunner.pipeline import BACKEND_ENV, split_run
+    from labrunner.jobspec import BACKEND_ENV
+    from labrunner.layout import split_run
 
     sub_id, run_seed = split_run(args.sub)
     seed = args.seed if args.seed is not None else run_seed
-    plan = _load_run_plan(args, sub_id)
-    spec = plan.sub(args.experiment, sub_id)
+    cached = _cached_job_plan(args, sub_id)
+    plan: RunPlan = cached if cached is not None else _load_run_plan(args, sub_id)
+    spec = cached.spec if cached is not None else _whole(plan).sub(args.experiment, sub_id)
     if args.spec is not None:
         spec, seed = _with_job_spec(spec, args.spec)
     if seed is not None and seed not in spec.seeds:
         seeds = ", ".join(map(str, spec.seeds))
         raise LabrunnerError(f"seed {seed} is not among the seeds of {spec.key} in the plan ({seeds})")
-    if not args.ignore_holds:
-        held_by = hold_reason(plan, args.experiment, args.stub, ignore_gates=args.ignore_gates)
-        if held_by:
-            how = ("--config ignore_gates=true runs it anyway while a gate has not passed" if args.from_snakemake
-                   else "--ignore-holds runs it anyway")
-            raise RunHeldError(f"{spec.key} is held: {held_by}. It was not run, and nothing was changed ({how})")
+    if not args.ignore_holds and cached is None:  # a cached experiment has no dependency or required gate
+        _refuse_if_held(args, _whole(plan), spec)
     backend = _backend(args.backend or os.environ.get(BACKEND_ENV) or spec.backend, plan)
     outcome = run_sub(plan, spec, seed, stub=args.stub, results_root=args.results_dir, backend=backend)
     from labrunner.summary import describe_run
@@ -112,12 +109,68 @@ def cmd_run(args: argparse.Namespace) -> int:
     return code
 
 
+def _whole(plan: RunPlan) -> Plan:
+    """The loaded plan, for what needs all of it (the sub's lookup, holds, Modal): a job given a
+    JobPlan never asks for those (_cached_job_plan)."""
+    from labrunner.plan import Plan
+
+    if not isinstance(plan, Plan):
+        raise TypeError(f"expected a loaded Plan here, got {type(plan).__name__}")
+    return plan
+
+
+def _refuse_if_held(args: argparse.Namespace, plan: Plan, spec: SubSpec) -> None:
+    from labrunner.aggregate import hold_reason
+    from labrunner.errors import RunHeldError
+
+    held_by = hold_reason(plan, args.experiment, args.stub, ignore_gates=args.ignore_gates)
+    if held_by:
+        how = ("--config ignore_gates=true runs it anyway while a gate has not passed" if args.from_snakemake
+               else "--ignore-holds runs it anyway")
+        raise RunHeldError(f"{spec.key} is held: {held_by}. It was not run, and nothing was changed ({how})")
+
+
+def _cached_job_plan(args: argparse.Namespace, sub_id: str) -> JobPlan | None:
+    """A Snakemake job's plan from the job cache (labrunner.jobcache), when it has the job's
+    experiment and the job runs locally; None: load the plan."""
+    if args.spec is None or not args.from_snakemake:
+        return None
+    from labrunner.jobcache import read_job_plan
+    from labrunner.jobspec import BACKEND_ENV
+    from labrunner.layout import results_root
+
+    results = args.results_dir if args.results_dir is not None else results_root(args.stub)
+    cached = read_job_plan(_plan_path(args.plan), Path.cwd(), results, args.experiment, sub_id)
+    if cached is None or (args.backend or os.environ.get(BACKEND_ENV) or cached.spec.backend) != "local":
+        return None  # a Modal job imports modal anyway: the plan's load is nothing beside it
+    return cached
+
+
 def _load_run_plan(args: argparse.Namespace, sub_id: str) -> Plan:
     from labrunner.plan import load_plan
 
+    path = _plan_path(args.plan)
+    if not args.from_snakemake:
+        return load_plan(path, root=None, check_handlers=(args.experiment, sub_id))
     # a job runs where Snakemake runs: the project root, wherever the plan file lives
-    root = Path.cwd() if args.from_snakemake else None
-    return load_plan(_plan_path(args.plan), root=root, check_handlers=(args.experiment, sub_id))
+    from labrunner.jobcache import remember_plan
+    from labrunner.layout import results_root
+
+    digest = _digest_or_none(path)
+    plan = load_plan(path, root=Path.cwd(), check_handlers=(args.experiment, sub_id))
+    if digest is not None and args.spec is not None:  # the next jobs read this plan from the job cache
+        remember_plan(plan, digest, args.results_dir if args.results_dir is not None else results_root(args.stub))
+    return plan
+
+
+def _digest_or_none(path: Path) -> str | None:
+    """The plan file's digest as the load starts; None when it cannot be read (load_plan says why)."""
+    from labrunner.jobcache import plan_digest
+
+    try:
+        return plan_digest(path.read_bytes())
+    except OSError:
+        return None
 
 
 def _with_job_spec(spec: SubSpec, text: str) -> tuple[SubSpec, int]:
@@ -137,17 +190,18 @@ def _with_job_spec(spec: SubSpec, text: str) -> tuple[SubSpec, int]:
                                handler_function=function), seed
 
 
-def _backend(name: str, plan: Plan) -> Backend:
+def _backend(name: str, plan: RunPlan) -> Backend:
     from labrunner.execution import LocalBackend
 
     if name == "local":
         return LocalBackend()
+    whole = _whole(plan)  # a JobPlan is only ever local (_cached_job_plan)
     from labrunner.backends import PROJECT_ROOT_ENV
 
-    os.environ[PROJECT_ROOT_ENV] = str(plan.root.resolve())  # the Modal image carries this project
+    os.environ[PROJECT_ROOT_ENV] = str(whole.root.resolve())  # the Modal image carries this project
     from labrunner.backends.modal_backend import ModalBackend
 
-    return ModalBackend(secret_name=plan.model.defaults.modal_secret)
+    return ModalBackend(secret_name=whole.model.defaults.modal_secret)
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from labrunner import __version__
 from labrunner.attempt_tracking import AttemptTracking
@@ -34,16 +34,17 @@ from labrunner.executor import current_executor
 from labrunner.files import AppendLog, SpaceReserve, is_disk_full, storage_error
 from labrunner.hints import hint_for
 from labrunner.layout import RunPaths, results_root as default_results_root, run_dir
-from labrunner.plan import Plan, SubSpec
+from labrunner.jobspec import SUPERVISOR_PID_ENV, RunContext, SubSpec
 from labrunner.proctree import ATTEMPT_MARK_ENV, TREE_SCAN_EVERY_S, ProcessTree
 from labrunner.records import RECORD_RESERVE_BYTES, COMPLETED, FAILED, mark_running, now_iso, write_final
 from labrunner.redact import redact, secret_values
-from labrunner.runner import RunContext
 from labrunner.locks import RunLock
 from labrunner.provenance import git_state, record_environment
 from labrunner.sources import code_hashes, file_sha256
 from labrunner.tracking import NullTracker, Tracker
-from labrunner.worker import SUPERVISOR_PID_ENV, error_outcome, handler_location, is_project_file
+
+if TYPE_CHECKING:
+    from labrunner.jobspec import RunPlan
 
 __all__ = ["AttemptRequest", "Backend", "LocalBackend", "SubRun", "run_sub"]
 
@@ -390,6 +391,8 @@ _FAULTHANDLER_FRAME = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+) i
 
 def _stack_handler_line(stack: str, context: RunContext) -> dict[str, Any] | None:
     """The innermost line of the project's own code in a faulthandler dump."""
+    from labrunner.worker import handler_location, is_project_file  # the handler's process's modules: only on a crash
+
     root = Path(context.project_root)
     for line in stack.splitlines():  # faulthandler prints the innermost frame first
         match = _FAULTHANDLER_FRAME.match(line)
@@ -491,7 +494,7 @@ class SubRun:
         return self.status == COMPLETED
 
 
-def run_sub(plan: Plan, spec: SubSpec, seed: int | None = None, *, stub: bool = False,
+def run_sub(plan: RunPlan, spec: SubSpec, seed: int | None = None, *, stub: bool = False,
             results_root: Path | None = None, backend: Backend | None = None,
             console: TextIO | None = None) -> SubRun:
     """Run one sub-experiment (one seed) with retries; write its records; never raise for a
@@ -548,7 +551,7 @@ def _stopped_before_attempt(stopped: list[str]) -> dict[str, Any]:
             "warnings": []}
 
 
-def _run_locked(plan: Plan, spec: SubSpec, seed: int, stub: bool, backend: Backend, console: TextIO, root: Path,
+def _run_locked(plan: RunPlan, spec: SubSpec, seed: int, stub: bool, backend: Backend, console: TextIO, root: Path,
                 paths: RunPaths, label: str, started_at: str, warnings: list[str], stops: _DeferredStops) -> SubRun:
     run_id = uuid.uuid4().hex[:12]
     started_s = time.monotonic()
@@ -625,6 +628,8 @@ class _RunFacts:
 
 
 def _backend_failure(exc: Exception, root: Path) -> dict[str, Any]:
+    from labrunner.worker import error_outcome  # the handler's process's modules: only when a backend breaks
+
     outcome = error_outcome(exc, root, [])
     if isinstance(exc, OSError) and is_disk_full(exc):  # labrunner could not write its own files for this attempt
         exc = storage_error(exc, Path(exc.filename or root))
@@ -644,7 +649,7 @@ def _attempt_summary(number: int, outcome: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _record(plan: Plan, spec: SubSpec, seed: int, stub: bool, params: dict[str, Any], backend: Backend, run_id: str,
+def _record(plan: RunPlan, spec: SubSpec, seed: int, stub: bool, params: dict[str, Any], backend: Backend, run_id: str,
             started_at: str, started_s: float, attempts: int, outcome: dict[str, Any], paths: RunPaths) -> dict[str, Any]:
     handler_path = plan.root / spec.handler_file
     record: dict[str, Any] = {

@@ -18,7 +18,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,7 +97,8 @@ def _write_target(path: Path) -> Path:
 def _open_temp(target: Path) -> tuple[int, Path]:
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     while True:
-        tmp = target.with_name(f".{target.name[:_TEMP_NAME_CHARS]}.{secrets.token_hex(4)}.tmp")
+        # os.urandom is what secrets.token_hex reads; importing secrets (hmac, hashlib) cost every job
+        tmp = target.with_name(f".{target.name[:_TEMP_NAME_CHARS]}.{os.urandom(4).hex()}.tmp")
         try:
             return os.open(tmp, flags, _NEW_FILE_MODE), tmp
         except FileExistsError:

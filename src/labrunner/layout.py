@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "DEFAULT_PLAN_PATH",
     "MAX_ID_BYTES",
     "RESERVED_NAMES",
     "RunPaths",
@@ -23,9 +24,11 @@ __all__ = [
     "project_findings_path",
     "results_root",
     "run_dir",
+    "split_run",
 ]
 
 STUB_PREFIX = Path("stub")
+DEFAULT_PLAN_PATH = Path("research/research_plan.yaml")
 
 # The names labrunner gives its own files and folders in the results tree (the aggregates' in
 # rules/aggregate.smk, a run's below): an experiment or sub id spelled like one would put a sub's
@@ -62,6 +65,12 @@ def reserved_name_problem(name: str) -> str | None:
 
 def results_root(stub: bool = False) -> Path:
     return _tree(stub) / "results"
+
+
+def split_run(run: str) -> tuple[str, int | None]:
+    """"e1_2/seed-1" -> ("e1_2", 1); "e1_1" -> ("e1_1", None): the {run} wildcard's parts."""
+    sub, _, seed = run.partition("/seed-")
+    return sub, int(seed) if seed.isdigit() else None
 
 
 def run_dir(root: Path, experiment_id: str, sub_id: str, seed: int, seeds: tuple[int, ...] | list[int]) -> Path:

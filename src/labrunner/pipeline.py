@@ -23,11 +23,12 @@ from typing import Any
 from labrunner import layout, records, sources
 from labrunner.compute import parse_gpu
 from labrunner.errors import ConfigError, Issue, LabrunnerError
+from labrunner.jobspec import BACKEND_ENV
+from labrunner.layout import split_run
 from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
 
 __all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "forced_run", "put_labrunner_on_path", "split_run"]
 
-BACKEND_ENV = "LABRUNNER_BACKEND"
 # A job's time limit is its attempts' timeouts plus this: Snakemake and labrunner start-up, and
 # the records written after the handler stops; W&B's bounded init and finish come on top. So
 # labrunner's own timeout fires first and records a Timeout, before a cluster kills the job.
@@ -56,12 +57,6 @@ def _parse_bool(key: str, value: Any) -> bool:
     if text in _FALSE:
         return False
     raise ConfigError([_config_issue(key, f"expected true or false, got {value!r}")])
-
-
-def split_run(run: str) -> tuple[str, int | None]:
-    """"e1_2/seed-1" -> ("e1_2", 1); "e1_1" -> ("e1_1", None): the {run} wildcard's parts."""
-    sub, _, seed = run.partition("/seed-")
-    return sub, int(seed) if seed.isdigit() else None
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from labrunner import grid as grids
 from labrunner import layout, sources
 from labrunner.errors import Issue, PlanError
+from labrunner.jobcache import checked_by_job
+from labrunner.jobspec import SubSpec, TrackingSettings
+from labrunner.layout import DEFAULT_PLAN_PATH
 from labrunner.yamlio import YamlList, as_written, line_of, load_yaml
 
 __all__ = [
@@ -39,7 +42,6 @@ __all__ = [
     "project_root_for",
 ]
 
-DEFAULT_PLAN_PATH = Path("research/research_plan.yaml")
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 BACKENDS = ("local", "modal")
 WANDB_MODES = ("online", "offline", "disabled")
@@ -304,37 +306,6 @@ class PlanModel(_Model):
 
 
 @dataclass(frozen=True)
-class SubSpec:
-    """One sub-experiment with every setting resolved (plan defaults -> experiment -> sub)."""
-
-    experiment_id: str
-    sub_id: str
-    name: str
-    params: Mapping[str, Any]
-    stub_params: Mapping[str, Any]
-    seeds: tuple[int, ...]
-    backend: str
-    gpu: str | None
-    timeout_min: float
-    retries: int
-    handler_file: Path  # relative to the project root
-    handler_function: str
-    skip_reason: str | None = None
-    info: Mapping[str, Any] = field(default_factory=dict)
-    sweep: str | None = None  # the sub whose grid this combination comes from
-    swept: Mapping[str, Any] = field(default_factory=dict)  # this combination's grid values
-    mem_mb: int | None = None  # None: the plan sets no memory anywhere (Snakemake's default applies)
-
-    @property
-    def key(self) -> str:
-        return f"{self.experiment_id}/{self.sub_id}"
-
-    def params_for(self, stub: bool) -> dict[str, Any]:
-        """The params a handler sees: stub_params merged over params in stub mode."""
-        return {**self.params, **self.stub_params} if stub else dict(self.params)
-
-
-@dataclass(frozen=True)
 class Plan:
     """A validated plan. `root` is the project folder that relative paths start from."""
 
@@ -354,6 +325,11 @@ class Plan:
     @property
     def gates(self) -> dict[str, Gate]:
         return self.model.gates
+
+    @property
+    def tracking(self) -> TrackingSettings:
+        """The W&B settings a job's runs are started with (see labrunner.jobspec)."""
+        return TrackingSettings.from_plan(self.model.wandb, self.model.project.name)
 
     def subs(self, experiment_id: str | None = None, include_skipped: bool = False) -> Iterator[SubSpec]:
         """Sub-experiments of active experiments (or of one experiment), in plan order."""
@@ -836,7 +812,7 @@ def _names_run_of(check_handlers: bool | tuple[str, str], exp_id: str, sub_id: s
     """Whether a job for (experiment, sub) runs this sub, or one combination of its sweep."""
     if not isinstance(check_handlers, tuple) or check_handlers[0] != exp_id:
         return False
-    return check_handlers[1] == sub_id or check_handlers[1].startswith(f"{sub_id}.")
+    return checked_by_job(check_handlers[1], sub_id)  # the job cache checks the same handlers
 
 
 def _sweep_specs(spec: SubSpec, settings: SubSettings, loc: tuple[Any, ...]) -> tuple[list[SubSpec], list[Located]]:
@@ -889,6 +865,11 @@ def resolved_direction(crit: Criterion) -> str:
     return direction
 
 
+def handlers_dir_of(exp_id: str, exp: Experiment) -> Path:
+    """The folder of an experiment's handler files, relative to the project root."""
+    return Path(exp.handlers) if exp.handlers else Path("handlers") / exp_id
+
+
 def _sub_spec(model: PlanModel, exp_id: str, exp: Experiment, sub_id: str, sub: SubSettings,
               root: Path, check_handler: bool) -> tuple[SubSpec, list[str]]:
     layers = (model.defaults, exp, sub)
@@ -901,7 +882,7 @@ def _sub_spec(model: PlanModel, exp_id: str, exp: Experiment, sub_id: str, sub: 
                 value = own
         return value
 
-    handlers_dir = Path(exp.handlers) if exp.handlers else Path("handlers") / exp_id
+    handlers_dir = handlers_dir_of(exp_id, exp)
     skip = sub.skip
     skipped = skip not in (None, False, "")
     # a skipped sub may have no handler yet: it is listed, never run

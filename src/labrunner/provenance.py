@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import platform
-import subprocess
 import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labrunner.files import atomic_write_text
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["GIT_TIMEOUT_S", "git_state", "handler_environment", "record_environment"]
 
@@ -31,6 +33,8 @@ GIT_TIMEOUT_S = 5.0  # per git call: a slow file system must not hold a job
 
 
 def _git(root: Path, *args: str) -> subprocess.CompletedProcess[bytes] | None:
+    import subprocess  # here: the handler's process imports this module for handler_environment only
+
     try:
         return subprocess.run(["git", *args], cwd=root, capture_output=True, timeout=GIT_TIMEOUT_S, check=False)
     except (OSError, subprocess.SubprocessError):

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from labrunner.convert import to_plain
 from labrunner.errors import ArtifactError, HandlerReturnError, MetricError
 from labrunner.files import atomic_writer
+from labrunner.jobspec import RunContext
 from labrunner.metrics_log import MetricsLog
 
 __all__ = ["ExperimentRunner", "Results", "RunContext", "detect_device", "seed_everything"]
@@ -30,35 +31,6 @@ __all__ = ["ExperimentRunner", "Results", "RunContext", "detect_device", "seed_e
 T = TypeVar("T")
 ARTIFACTS_DIR = "artifacts"
 MAX_ARTIFACT_NAME_CHARS = 255
-
-
-@dataclass(frozen=True)
-class RunContext:
-    """Everything a handler's process needs, passed from the supervisor as JSON."""
-
-    experiment_id: str
-    sub_id: str
-    params: dict[str, Any]
-    seed: int
-    stub: bool
-    run_dir: str
-    project_root: str
-    handler_file: str
-    handler_function: str
-    run_id: str
-    attempt: int = 1
-    sys_path: list[str] = field(default_factory=list)
-
-    @property
-    def metrics_path(self) -> Path:
-        return Path(self.run_dir) / "metrics.jsonl"
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> "RunContext":
-        return cls(**json.loads(text))
 
 
 def seed_everything(seed: int) -> None:

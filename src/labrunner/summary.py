@@ -6,12 +6,14 @@ import os
 import sys
 from pathlib import Path
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from labrunner import compute
 from labrunner.invocation import rerun_command
 from labrunner.layout import RunPaths
-from labrunner.plan import Plan
+
+if TYPE_CHECKING:  # `labrunner run` prints describe_run without loading pydantic's plan models
+    from labrunner.plan import Plan
 
 __all__ = ["describe_failure", "describe_run", "end_of_run", "plan_summary", "status_report"]
 

@@ -31,7 +31,8 @@ from labrunner.files import SpaceReserve, atomic_write_text, is_disk_full
 from labrunner.hints import hint_for
 from labrunner.provenance import handler_environment
 from labrunner.redact import redact_data
-from labrunner.runner import ExperimentRunner, RunContext, detect_device
+from labrunner.jobspec import SUPERVISOR_PID_ENV, RunContext
+from labrunner.runner import ExperimentRunner, detect_device
 
 __all__ = ["HandlerTerminated", "error_outcome", "handler_frame", "handler_location", "is_project_file", "main"]
 
@@ -44,7 +45,6 @@ class HandlerTerminated(BaseException):
     traceback shows where it was. A BaseException, so `except Exception` does not swallow it."""
 
 
-SUPERVISOR_PID_ENV = "LABRUNNER_SUPERVISOR_PID"  # set by the supervisor: who this process must die with
 EXIT_SUPERVISOR_GONE = 3
 DUPLICATE_STOP_WINDOW_S = 2.0  # a second stop signal this soon after the first is the same stop, heard twice
 LEFTOVER_THREADS_GRACE_S = 2.0  # after the outcome is written, how long threads the handler left get to end
