@@ -33,6 +33,8 @@ __all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "forced_run", 
 # the records written after the handler stops; W&B's bounded init and finish come on top. So
 # labrunner's own timeout fires first and records a Timeout, before a cluster kills the job.
 RUNTIME_MARGIN_MIN = 2
+# what the submitting side learnt of the handler files, kept between invocations (a cache)
+SOURCE_FACTS = Path(".snakemake") / "labrunner" / "handler-facts.json"
 
 # --config key -> what it accepts
 CONFIG_KEYS = {
@@ -117,11 +119,18 @@ class Pipeline:
         stub = _parse_bool("stub", config.get("stub", False))
         ignore_gates = _parse_bool("ignore_gates", config.get("ignore_gates", False))
         workdir = Path(workdir or Path.cwd())
+        if main_process:  # the handlers as an earlier invocation parsed them (see save_source_facts)
+            sources.load_facts(workdir / SOURCE_FACTS)
         # the project root is where Snakemake runs, wherever the plan file lives (plans/v2.yaml)
         plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), root=workdir,
                          check_handlers=main_process)  # a job: the submitting side checked them
         return cls(plan=plan, stub=stub, backend=str(backend) if backend is not None else None, workdir=workdir,
                    ignore_gates=ignore_gates, forced=forced, main_process=main_process)
+
+    def save_source_facts(self) -> None:
+        """Keep what this invocation learnt of the handler files (their functions and imports)
+        for the next one: it parses only the files that changed since."""
+        sources.save_facts(self.workdir / SOURCE_FACTS)
 
     # --- paths ---------------------------------------------------------------------------------
 
@@ -411,11 +420,17 @@ class Pipeline:
         default place, importing no project module, each sub with one seed (so the run is the
         sub) and no run waiting for another experiment's results; else None (an input function).
         A pattern costs Snakemake nothing per job, where a function is called for every job."""
+        root = str(self.plan.root)
         for exp_id, runs in self.runs_by_experiment.items():
             for run in runs:
-                handler_file = Path("handlers", exp_id, f"{run.run}.py")
-                if (run.spec.handler_file != handler_file or len(self._handler_files(handler_file)) > 1
-                        or self.requirement_inputs(exp_id, run.run)):
+                # strings, not Path: this runs for every run at every invocation
+                handler_file = str(run.spec.handler_file)
+                if handler_file != os.path.join("handlers", exp_id, f"{run.run}.py"):
+                    return None
+                if sources.module_info(os.path.join(root, handler_file)).imports and len(
+                        self._handler_files(run.spec.handler_file)) > 1:
+                    return None
+                if self.requirement_inputs(exp_id, run.run):
                     return None
         return f"{self._relative(Path('handlers'))}/{{exp}}/{{run}}.py"
 

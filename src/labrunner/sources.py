@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import json
 import keyword
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
-__all__ = ["FunctionInfo", "ModuleInfo", "code_hashes", "file_sha256", "local_imports", "module_info", "resolve_handler"]
+__all__ = ["FunctionInfo", "ModuleInfo", "code_hashes", "file_sha256", "load_facts", "local_imports", "module_info",
+           "resolve_handler", "save_facts"]
 
 
 @dataclass(frozen=True)
@@ -85,11 +88,80 @@ def _statements(body: list[ast.stmt]) -> Iterator[ast.AST]:
                 yield from _statements(nested)
 
 
+# Facts about files read at an earlier invocation (`load_facts`), and those used by this one, to
+# keep for the next (`save_facts`): absolute path -> ((inode, mtime_ns, size), facts). Parsing
+# every handler again is most of what reading a plan of 10,000 subs costs; a file whose inode,
+# time and size are unchanged is the file that was parsed (what Snakemake itself trusts of files).
+_Stamp = tuple[int, int, int]
+_known: dict[str, tuple[_Stamp, Any]] = {}
+_used: dict[str, tuple[_Stamp, ModuleInfo]] = {}
+FACTS_FORMAT = 1
+
+
 def module_info(path: Path | str) -> ModuleInfo:
     # strings, not Path, and abspath, not resolve(): this runs for every handler at every
     # `snakemake -n`, and pathlib's overhead was a third of the time
     absolute = os.path.abspath(path)
-    return _parse(absolute, os.stat(absolute).st_mtime_ns)
+    stat = os.stat(absolute)
+    stamp = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    used = _used.get(absolute)
+    if used is not None and used[0] == stamp:
+        return used[1]
+    known = _known.get(absolute)
+    info = _from_json(known[1]) if known is not None and known[0] == stamp else None
+    if info is None:
+        info = _parse(absolute, stat.st_mtime_ns)
+    _used[absolute] = (stamp, info)
+    return info
+
+
+def load_facts(path: Path) -> None:
+    """Take the facts an earlier invocation saved; a missing or unreadable file is no error
+    (every handler is parsed, as without it)."""
+    try:
+        saved = json.loads(Path(path).read_text(encoding="utf-8"))
+        if saved.get("format") != FACTS_FORMAT:
+            return
+        known = {str(file): (tuple(stamp), facts) for file, (stamp, facts) in saved["files"].items()}
+    except (OSError, ValueError, TypeError, AttributeError, KeyError):
+        return
+    _known.update(known)  # type: ignore[arg-type]
+
+
+def save_facts(path: Path) -> None:
+    """Keep the facts of the files this invocation used, for the next one (only when they differ
+    from what was loaded: a no-op invocation writes nothing)."""
+    files = {file: (stamp, _to_json(info)) for file, (stamp, info) in _used.items()}
+    if files.keys() == _known.keys() and all(_known[file][0] == stamp for file, (stamp, _) in files.items()):
+        return
+    from labrunner.files import atomic_write_text
+
+    text = json.dumps({"format": FACTS_FORMAT, "files": {file: [list(stamp), facts] for file, (stamp, facts) in files.items()}},
+                      separators=(",", ":"))
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(path), text)
+    except OSError:
+        return  # only a cache: the next invocation parses the handlers again
+    _known.clear()
+    _known.update(files)
+
+
+def _to_json(info: ModuleInfo) -> dict[str, Any]:
+    return {"functions": {name: [f.line, f.positional, f.required_positional, f.required_keyword_only,
+                                 f.takes_varargs, f.is_async] for name, f in info.functions.items()},
+            "imports": [[level, module, list(names)] for level, module, names in info.imports],
+            "syntax_error": info.syntax_error}
+
+
+def _from_json(facts: Any) -> ModuleInfo | None:
+    """The facts as saved; None when they are not in the shape _to_json writes (parse again)."""
+    try:
+        functions = {str(name): FunctionInfo(str(name), *values) for name, values in facts["functions"].items()}
+        imports = tuple((int(level), str(module), tuple(map(str, names))) for level, module, names in facts["imports"])
+        return ModuleInfo(functions, imports, facts["syntax_error"])
+    except (TypeError, ValueError, KeyError, AttributeError):
+        return None
 
 
 def default_function_names(sub_id: str) -> list[str]:

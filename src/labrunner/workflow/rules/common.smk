@@ -165,6 +165,8 @@ onerror:
     end_of_run(PIPELINE, success=False)
 
 
+if workflow.is_main_process:
+    PIPELINE.save_source_facts()
 # everything loaded so far lives until Snakemake exits: the collector need not scan it again
 gc.freeze()
 gc.enable()
