@@ -101,11 +101,8 @@ class _LineLoader(_SafeLoader):  # type: ignore[misc, valid-type]
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_yaml_list)
 # YAML 1.1 reads `1e-4` (no dot) as a string; people mean the number, as YAML 1.2 says.
-_LineLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_LineLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
 
 
 class _DuplicateKey(Exception):
@@ -277,6 +274,9 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
+# ... and so the dumper quotes a string spelled like one (a run id such as `6697979726e9`), which
+# would otherwise be written plain and read back as a float.
+_RecordDumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
 _RecordDumper.add_representer(float, _represent_float)
 _RecordDumper.add_representer(str, _represent_str)
 _RecordDumper.add_representer(YamlMap, _RecordDumper.represent_dict)
