@@ -98,10 +98,11 @@ def test_files_aggregate_step_on_a_full_disk_prints_the_reason_not_a_traceback(
     fill_disk(disk)
     log = tmp_path / "aggregate.log"
 
-    with pytest.raises(SystemExit) as caught, steps.logged(log):
+    with pytest.raises(steps.StepFailed) as caught, steps.logged(log):
         atomic_write_text(disk / "metrics.csv", "x" * 100_000)
 
-    assert caught.value.code == 1
-    assert capfd.readouterr().err == (f"labrunner: step failed: cannot write {disk / 'metrics.csv'}: no space left on "
-                                      f"device (0 bytes free on the file system of {disk}) (log: {log})\n")
+    message = (f"labrunner: step failed: cannot write {disk / 'metrics.csv'}: no space left on "
+               f"device (0 bytes free on the file system of {disk}) (log: {log})")
+    assert capfd.readouterr().err == message + "\n"
+    assert str(caught.value) == message  # what Snakemake shows as the rule's error
     assert "Traceback (most recent call last)" in log.read_text()  # the details stay in the rule's log

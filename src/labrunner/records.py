@@ -29,7 +29,7 @@ from labrunner.executor import current_executor
 from labrunner.files import SpaceReserve, atomic_write_text, free_space_text, is_disk_full, overwrite_in_place
 from labrunner.layout import RunPaths
 from labrunner.redact import redact_data
-from labrunner.yamlio import dump_yaml
+from labrunner.yamlio import dump_yaml, plain_copy
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -140,15 +140,39 @@ def _kept_result(paths: RunPaths, previous: dict[str, Any]) -> Path | None:
     return max(kept, key=lambda path: path.stat().st_mtime_ns, default=None)
 
 
+# path -> ((inode, mtime_ns, size), record): an invocation reads each record several times (the
+# aggregate jobs, then the end-of-run write-up, summary and check, all in Snakemake's process);
+# parsing and verifying 2,000 records once per pass cost seconds. A rewritten record is a new
+# inode (atomic writes) with a new time, so the key tells a changed file from the one parsed.
+_RECORD_CACHE: dict[str, tuple[tuple[int, int, int], dict[str, Any]]] = {}
+_RECORD_CACHE_MAX = 50_000  # records kept; past that the cache starts again
+
+
 def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
-    """Read a record back; RecordError names the file and what is wrong with it."""
+    """Read a record back (a copy of its last parse while the file is unchanged); RecordError
+    names the file and what is wrong with it."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            stat = os.fstat(handle.fileno())  # of the file read, not of one that replaced it since
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = _RECORD_CACHE.get(str(path)) if verify else None
+            if cached is not None and cached[0] == key:
+                return plain_copy(cached[1])
+            text = handle.read().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
     except FileNotFoundError:
         raise RecordError.single(path, "", "record not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError.single(path, "", f"record cannot be read: {exc}") from None
+    data = _parse_record(path, text, verify)
+    if verify:
+        if len(_RECORD_CACHE) >= _RECORD_CACHE_MAX:
+            _RECORD_CACHE.clear()
+        _RECORD_CACHE[str(path)] = (key, plain_copy(data))
+    return data
+
+
+def _parse_record(path: Path, text: str, verify: bool) -> dict[str, Any]:
     if verify and text.strip() != "status: none":
         problem = verify_text(text)
         if problem:

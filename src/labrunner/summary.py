@@ -281,13 +281,13 @@ def end_of_run(pipeline: Any, success: bool) -> str | None:
     succeeded must still fail (its results are not current: the plan or code changed while it
     ran), so that exit status 0 always means there is nothing left to do. Returns that reason."""
     from labrunner.errors import LabrunnerError
-    from labrunner.plan import load_plan
+    from labrunner.plan import load_plan_cached
     from labrunner.state import RunStatus, run_states
     from labrunner.writeup import refresh_quietly
 
     plan, changed = pipeline.plan, None
     try:  # the write-up describes the plan as it is now, if it was edited during the run
-        plan = load_plan(pipeline.plan.path, root=pipeline.plan.root, check_handlers=False)
+        plan = load_plan_cached(pipeline.plan.path, pipeline.plan.root)
     except LabrunnerError as exc:
         changed = f"the plan is no longer valid: {exc}"
     refresh_quietly(plan, pipeline.stub, pipeline.ignore_gates)

@@ -11,6 +11,15 @@
 # rules/common.smk and labrunner.writeup) then rewrites every aggregate output from the records,
 # keeping each file's modification time, so that the write-up describes the present while
 # Snakemake's view of what is out of date (and so the next run) stays exactly as above.
+#
+# The four rules run in Snakemake's own process (`run:`, with the profile's force-use-threads;
+# without it Snakemake would start a whole Snakemake per job): one Python start and one import of
+# labrunner, matplotlib and the plan per invocation instead of one per job, which is what a plan
+# edit that rebuilds every aggregate costs (see labrunner.steps and docs/performance.md). No
+# `conda:` here, as Snakemake allows none with `run:`: the steps run with the labrunner that runs
+# the workflow itself. `threads: 0`: the steps take no core from --cores (they wait for one
+# another in labrunner.steps), so Snakemake starts every ready aggregate in one round of its
+# scheduler rather than two a round, each round stat-ing every input of every ready job.
 FINDINGS_DIR = PIPELINE.findings_dir
 # `snakemake --report report.html research/FINDINGS.md` embeds the outputs flagged with report():
 # captions in ../report/, one category per kind of output, one subcategory per experiment.
@@ -67,10 +76,14 @@ rule aggregate_experiment:
     log:
         f"{RESULTS}/{{exp}}/aggregate.log",
     localrule: True
-    conda:
-        "../envs/labrunner.yaml"
-    script:
-        "../scripts/aggregate_experiment.py"
+    threads: 0  # see above
+    run:
+        from labrunner import steps  # here, not at parse time: a dry run needs none of it
+
+        with steps.logged(log[0]) as out:
+            steps.aggregate_experiment(input.plan, wildcards.exp, params.stub, output.results, output.table_md,
+                                       output.table_csv, output.plot, ignore_gates=params.ignore_gates,
+                                       sweeps=output.sweeps, curves=output.curves, report=output.artifacts, out=out)
 
 
 # A checkpoint: an experiment that `requires:` a gate decides which of its runs to build only
@@ -87,10 +100,12 @@ checkpoint gates:
     log:
         f"{RESULTS}/gates.log",
     localrule: True
-    conda:
-        "../envs/labrunner.yaml"
-    script:
-        "../scripts/gates.py"
+    threads: 0  # see above
+    run:
+        from labrunner import steps  # here, not at parse time: a dry run needs none of it
+
+        with steps.logged(log[0]) as out:
+            steps.gates(input.plan, params.stub, input.results, output[0], out=out)
 
 
 rule experiment_findings:
@@ -109,10 +124,12 @@ rule experiment_findings:
     log:
         f"{RESULTS}/{{exp}}/findings.log",
     localrule: True
-    conda:
-        "../envs/labrunner.yaml"
-    script:
-        "../scripts/experiment_findings.py"
+    threads: 0  # see above
+    run:
+        from labrunner import steps  # here, not at parse time: a dry run needs none of it
+
+        with steps.logged(log[0]) as out:
+            steps.experiment_findings(input.results, output[0], output.html, out=out)
 
 
 rule project_findings:
@@ -134,7 +151,9 @@ rule project_findings:
     log:
         f"{RESULTS}/findings.log",
     localrule: True
-    conda:
-        "../envs/labrunner.yaml"
-    script:
-        "../scripts/project_findings.py"
+    threads: 0  # see above
+    run:
+        from labrunner import steps  # here, not at parse time: a dry run needs none of it
+
+        with steps.logged(log[0]) as out:
+            steps.project_findings(input.plan, params.stub, input.results, input.gates, output[0], output.html, out=out)
