@@ -617,6 +617,7 @@ def write_experiment_files(plan: Plan, results: dict[str, Any], results_path: Pa
                            report_dir: Path | None = None) -> None:
     from labrunner.records import now_iso
 
+    previous = _previous_results(Path(results_path))
     results["generated_at"] = now_iso()
     atomic_write_text(Path(table_csv), metrics_csv(results))
     atomic_write_text(Path(table_md), metrics_markdown(results))
@@ -628,7 +629,22 @@ def write_experiment_files(plan: Plan, results: dict[str, Any], results_path: Pa
         results["curves"] = write_curve_plots(results, Path(curves_dir), plan.root)
     if report_dir is not None:
         gather_artifacts(results, Path(report_dir), plan.root)
+    if previous is not None and {**previous, "generated_at": None} == {**results, "generated_at": None}:
+        # the same results as before (a plan comment, a rerun that changed nothing): the time they
+        # were generated stands, and the file, which reads as exactly these results, stays as it
+        # is; so do the FINDINGS made from it and their HTML
+        results["generated_at"] = previous["generated_at"]
+        return
     write_yaml(Path(results_path), results)
+
+
+def _previous_results(path: Path) -> dict[str, Any] | None:
+    """The results.yaml this aggregate replaces, if any and readable."""
+    try:
+        data = load_yaml_cached(path, RecordError) if path.exists() else None
+    except RecordError:
+        return None
+    return data if isinstance(data, dict) and data.get("generated_at") else None
 
 
 def experiment_outcome(results: Mapping[str, Any]) -> verdicts.ExperimentOutcome:

@@ -19,7 +19,7 @@ import threading
 import traceback
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from labrunner import layout
 from labrunner.aggregate import load_results, write_experiment_outputs, write_gates
@@ -30,7 +30,8 @@ from labrunner.plan import Plan, load_plan_cached
 from labrunner.redact import redact
 from labrunner.report import write_findings_html
 
-__all__ = ["StepFailed", "aggregate_experiment", "experiment_findings", "gates", "logged", "project_findings"]
+__all__ = ["StepFailed", "aggregate_experiment", "aggregate_experiment_job", "experiment_findings", "experiment_findings_job",
+           "gates", "gates_job", "logged", "project_findings", "project_findings_job"]
 
 _ONE_STEP_AT_A_TIME = threading.Lock()
 
@@ -112,3 +113,28 @@ def project_findings(plan_path: str, stub: bool, results_files: Sequence[str], g
     if html:
         write_findings_html(Path(output), Path(html))
     print(f"wrote {output}", file=out or sys.stdout)
+
+
+# --- the rules' run: blocks call these with Snakemake's own objects (named lists of files) ---------
+
+
+def aggregate_experiment_job(input: Any, output: Any, params: Any, wildcards: Any, log: Any) -> None:
+    with logged(log[0]) as out:
+        aggregate_experiment(input.plan, wildcards.exp, params.stub, output.results, output.table_md, output.table_csv,
+                             output.plot, ignore_gates=params.ignore_gates, sweeps=output.sweeps, curves=output.curves,
+                             report=output.artifacts, out=out)
+
+
+def gates_job(input: Any, output: Any, params: Any, wildcards: Any, log: Any) -> None:
+    with logged(log[0]) as out:
+        gates(input.plan, params.stub, input.results, output[0], out=out)
+
+
+def experiment_findings_job(input: Any, output: Any, params: Any, wildcards: Any, log: Any) -> None:
+    with logged(log[0]) as out:
+        experiment_findings(input.results, output[0], output.html, out=out)
+
+
+def project_findings_job(input: Any, output: Any, params: Any, wildcards: Any, log: Any) -> None:
+    with logged(log[0]) as out:
+        project_findings(input.plan, params.stub, input.results, input.gates, output[0], output.html, out=out)

@@ -31,7 +31,9 @@ rule aggregate_experiment:
         records=get_experiment_records,
         plan=PIPELINE.plan_file,
     output:
-        results=f"{RESULTS}/{{exp}}/results.yaml",
+        # update(): Snakemake keeps the previous file for the job, which reuses its generated_at when
+        # nothing it says has changed (a plan comment), so FINDINGS and their HTML stay as they were
+        results=update(f"{RESULTS}/{{exp}}/results.yaml"),
         table_md=f"{RESULTS}/{{exp}}/metrics.md",
         table_csv=report(
             f"{RESULTS}/{{exp}}/metrics.csv",
@@ -80,10 +82,7 @@ rule aggregate_experiment:
     run:
         from labrunner import steps  # here, not at parse time: a dry run needs none of it
 
-        with steps.logged(log[0]) as out:
-            steps.aggregate_experiment(input.plan, wildcards.exp, params.stub, output.results, output.table_md,
-                                       output.table_csv, output.plot, ignore_gates=params.ignore_gates,
-                                       sweeps=output.sweeps, curves=output.curves, report=output.artifacts, out=out)
+        steps.aggregate_experiment_job(input, output, params, wildcards, log)
 
 
 # A checkpoint: an experiment that `requires:` a gate decides which of its runs to build only
@@ -104,8 +103,7 @@ checkpoint gates:
     run:
         from labrunner import steps  # here, not at parse time: a dry run needs none of it
 
-        with steps.logged(log[0]) as out:
-            steps.gates(input.plan, params.stub, input.results, output[0], out=out)
+        steps.gates_job(input, output, params, wildcards, log)
 
 
 rule experiment_findings:
@@ -114,9 +112,10 @@ rule experiment_findings:
     output:
         # update(): the file holds the researcher's text; Snakemake must not delete it first
         update(f"{FINDINGS_DIR}/experiments/{{exp}}/FINDINGS.md"),
-        # the same as one self-contained HTML page, for the report
+        # the same as one self-contained HTML page, for the report; update(): drawn again only when
+        # the FINDINGS text it was made from changed (labrunner.report.write_findings_html)
         html=report(
-            f"{RESULTS}/{{exp}}/findings.html",
+            update(f"{RESULTS}/{{exp}}/findings.html"),
             caption=f"{REPORT_CAPTIONS}/findings.rst",
             category="Findings",
             subcategory="{exp}",
@@ -128,8 +127,7 @@ rule experiment_findings:
     run:
         from labrunner import steps  # here, not at parse time: a dry run needs none of it
 
-        with steps.logged(log[0]) as out:
-            steps.experiment_findings(input.results, output[0], output.html, out=out)
+        steps.experiment_findings_job(input, output, params, wildcards, log)
 
 
 rule project_findings:
@@ -141,7 +139,7 @@ rule project_findings:
     output:
         update(PIPELINE.project_findings),
         html=report(
-            PIPELINE.project_findings_html,
+            update(PIPELINE.project_findings_html),
             caption=f"{REPORT_CAPTIONS}/project.rst",
             category="Findings",
             subcategory="project",
@@ -155,5 +153,4 @@ rule project_findings:
     run:
         from labrunner import steps  # here, not at parse time: a dry run needs none of it
 
-        with steps.logged(log[0]) as out:
-            steps.project_findings(input.plan, params.stub, input.results, input.gates, output[0], output.html, out=out)
+        steps.project_findings_job(input, output, params, wildcards, log)
