@@ -180,3 +180,28 @@ def _markdown_by_pandas(results: dict[str, Any]) -> str:
                                                         floatfmt=".4g", missingval="") + "\n"
     multi = frame.groupby("sub", sort=False).filter(lambda group: len(group) > 1)
     return text + (aggregate._seed_summary(frame, ".4g") if not multi.empty else "")
+
+
+def test_aggregate_unchanged_results_keep_their_file_and_time(plan: Plan) -> None:
+    """A plan comment rebuilds the aggregate: the same results keep results.yaml as it was (an
+    update() output), so the FINDINGS made from it are not rewritten."""
+    from labrunner.aggregate import write_experiment_outputs
+
+    folder = plan.root / "results" / "e2"
+    outputs = [folder / name for name in ("results.yaml", "metrics.md", "metrics.csv", "criteria.png")]
+
+    def aggregate() -> dict[str, Any]:
+        return write_experiment_outputs(plan, "e2", False, *outputs, sweeps_dir=folder / "sweeps",
+                                        curves_dir=folder / "curves", report_dir=folder / "report")
+
+    result(plan, "e2", "solo", {"acc": 0.95})
+    first = aggregate()
+    written = outputs[0].read_bytes()
+    outputs[0].touch()  # as Snakemake leaves it after the job
+    again = aggregate()
+    assert again["generated_at"] == first["generated_at"] and outputs[0].read_bytes() == written
+
+    result(plan, "e2", "solo", {"acc": 0.5})
+    changed = aggregate()
+    assert outputs[0].read_bytes() != written and "acc: 0.5" in outputs[0].read_text()
+    assert changed["verdicts"]["acc"]["value"] == 0.5
