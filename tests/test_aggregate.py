@@ -166,6 +166,7 @@ def test_aggregate_tables_without_pandas_read_as_pandas_writes_them(seeds: int) 
     odd = {**results, "subs": {"s0": {"status": "completed", "seed": 0, "metrics": {"acc": [1, 2]}}}}
     assert aggregate.metrics_table(odd) is None  # a list: written by pandas, as before
     assert aggregate.metrics_csv(odd) == aggregate.metrics_frame(odd).to_csv(index=False)
+    assert aggregate.metrics_markdown(odd) == _markdown_by_pandas(odd)
 
 
 def _markdown_by_pandas(results: dict[str, Any]) -> str:

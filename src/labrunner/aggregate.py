@@ -471,7 +471,7 @@ def metrics_markdown(results: Mapping[str, Any]) -> str:
     digits = f".{SIGNIFICANT_DIGITS}g"
     text = title + tabulate(rows, headers=columns, tablefmt="github", floatfmt=digits, missingval="") + "\n"
     subs = [row[0] for row in rows]
-    if any(subs.count(sub) > 1 for sub in subs):
+    if len(set(subs)) < len(subs):  # some sub ran several seeds
         text += _seed_summary(metrics_frame(results), digits)
     return text
 
