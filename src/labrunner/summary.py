@@ -282,7 +282,7 @@ def end_of_run(pipeline: Any, success: bool) -> str | None:
     ran), so that exit status 0 always means there is nothing left to do. Returns that reason."""
     from labrunner.errors import LabrunnerError
     from labrunner.plan import load_plan_cached
-    from labrunner.state import RunStatus, run_states
+    from labrunner.state import RunStatus, run_states, runs_read_once
     from labrunner.writeup import refresh_quietly
 
     plan, changed = pipeline.plan, None
@@ -290,12 +290,13 @@ def end_of_run(pipeline: Any, success: bool) -> str | None:
         plan = load_plan_cached(pipeline.plan.path, pipeline.plan.root)
     except LabrunnerError as exc:
         changed = f"the plan is no longer valid: {exc}"
-    refresh_quietly(plan, pipeline.stub, pipeline.ignore_gates)
-    print_run_summary(plan, pipeline.stub, success, pipeline.ignore_gates)
+    with runs_read_once():  # the write-up, the summary and the check below see the runs as of one moment
+        refresh_quietly(plan, pipeline.stub, pipeline.ignore_gates)
+        print_run_summary(plan, pipeline.stub, success, pipeline.ignore_gates)
+        stale = [state.key for exp_id in plan.active_experiments for state in run_states(plan, exp_id, pipeline.stub)
+                 if state.status == RunStatus.STALE]
     if changed is None and pipeline.plan_digest() != pipeline.plan_digest(refresh=True):
         changed = f"{pipeline.plan.path} changed while the run was going"
-    stale = [state.key for exp_id in plan.active_experiments for state in run_states(plan, exp_id, pipeline.stub)
-             if state.status == RunStatus.STALE]
     if changed is None and not stale:
         return None
     parts = [changed] if changed else []
