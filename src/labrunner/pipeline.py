@@ -24,7 +24,7 @@ from typing import Any
 from labrunner import layout, records, sources
 from labrunner.compute import parse_gpu
 from labrunner.errors import ConfigError, Issue, LabrunnerError
-from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
+from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan_cached
 
 __all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "cancel_scheduler_timers", "forced_run", "put_labrunner_on_path",
            "split_run"]
@@ -125,8 +125,9 @@ class Pipeline:
         ignore_gates = _parse_bool("ignore_gates", config.get("ignore_gates", False))
         workdir = Path(workdir or Path.cwd())
         # the project root is where Snakemake runs, wherever the plan file lives (plans/v2.yaml)
-        plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), root=workdir,
-                         check_handlers=main_process)  # a job: the submitting side checked them
+        # (cached: the aggregate steps and the end of the run, in this process, read it again)
+        plan = load_plan_cached(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), workdir,
+                                check_handlers=main_process)  # a job: the submitting side checked them
         return cls(plan=plan, stub=stub, backend=str(backend) if backend is not None else None, workdir=workdir,
                    ignore_gates=ignore_gates, forced=forced, main_process=main_process)
 
