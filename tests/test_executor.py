@@ -192,3 +192,25 @@ def test_results_need_a_file_system_shared_with_the_jobs(make_project: ProjectFa
     pipe.require_shared_results(["input-output", "persistence", "sources"])
     with pytest.raises(ConfigError, match="a sub writes failure.yaml, metrics.jsonl, artifacts/, history/ and wandb/"):
         pipe.require_shared_results(["persistence", "sources", "software-deployment"])
+
+
+def test_executor_scheduler_wake_up_timers_are_cancelled_at_the_end_of_a_run() -> None:
+    import threading
+
+    from labrunner.pipeline import cancel_scheduler_timers
+
+    class JobScheduler:  # what Snakemake's scheduler does after each round
+        def _schedule_reevalutation(self, delay: float) -> threading.Timer:
+            timer = threading.Timer(delay, lambda: None)
+            timer.start()
+            return timer
+
+    left = JobScheduler()._schedule_reevalutation(30.0)
+    other = threading.Timer(30.0, lambda: None)  # anyone else's timer is not labrunner's to cancel
+    other.start()
+    try:
+        assert cancel_scheduler_timers() == 1
+        left.join(5)
+        assert not left.is_alive() and other.is_alive()  # Python no longer waits for the scheduler's
+    finally:
+        other.cancel()

@@ -98,10 +98,24 @@ def test_files_aggregate_step_on_a_full_disk_prints_the_reason_not_a_traceback(
     fill_disk(disk)
     log = tmp_path / "aggregate.log"
 
-    with pytest.raises(SystemExit) as caught, steps.logged(log):
+    with pytest.raises(steps.StepFailed) as caught, steps.logged(log):
         atomic_write_text(disk / "metrics.csv", "x" * 100_000)
 
-    assert caught.value.code == 1
-    assert capfd.readouterr().err == (f"labrunner: step failed: cannot write {disk / 'metrics.csv'}: no space left on "
-                                      f"device (0 bytes free on the file system of {disk}) (log: {log})\n")
+    message = (f"labrunner: step failed: cannot write {disk / 'metrics.csv'}: no space left on "
+               f"device (0 bytes free on the file system of {disk}) (log: {log})")
+    assert capfd.readouterr().err == message + "\n"
+    assert str(caught.value) == message  # what Snakemake shows as the rule's error
     assert "Traceback (most recent call last)" in log.read_text()  # the details stay in the rule's log
+
+
+def test_files_aggregate_rules_run_inside_snakemake_s_process() -> None:
+    """The aggregate rules are run: blocks (no Python start per job) and the profile makes
+    Snakemake run them in its own process rather than a new Snakemake per job."""
+    from labrunner.workflow import PROFILE_TEMPLATE, WORKFLOW_DIR
+    from labrunner.yamlio import load_yaml
+
+    rules = (WORKFLOW_DIR / "rules" / "aggregate.smk").read_text()
+    directives = [line.strip() for line in rules.splitlines() if line.startswith("    ") and line.strip().endswith(":")]
+    assert directives.count("run:") == 4 and "script:" not in directives and "conda:" not in directives
+    assert load_yaml(PROFILE_TEMPLATE)["force-use-threads"] is True
+    assert (Path(__file__).parent.parent / "profiles" / "default" / "config.yaml").read_text() == PROFILE_TEMPLATE.read_text()

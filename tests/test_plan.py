@@ -632,3 +632,14 @@ def test_plan_a_plan_outside_research_takes_the_folder_with_the_snakefile_as_roo
     plan = load_plan(root / "plans" / "v2.yaml")
 
     assert plan.root == root.resolve() and plan.sub("e1", "a").handler_file == Path("handlers/e1/a.py")
+
+
+def test_plan_cached_load_validates_once_while_the_file_is_unchanged(make_project: ProjectFactory) -> None:
+    from labrunner.plan import load_plan_cached
+
+    root = make_project("experiments:\n  e1:\n    sub_experiments: [a]\n", {"handlers/e1/a.py": "def a(runner):\n    return {}\n"})
+    first = load_plan_cached(root / PLAN_FILE, root)
+
+    assert load_plan_cached(root / PLAN_FILE, root) is first
+    (root / PLAN_FILE).write_text("experiments:\n  e1:\n    sub_experiments: [a, b]\n")  # an edit is read again
+    assert [spec.sub_id for spec in load_plan_cached(root / PLAN_FILE, root).subs("e1")] == ["a", "b"]

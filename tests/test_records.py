@@ -52,6 +52,29 @@ def test_records_result_reads_back_as_written(paths: RunPaths) -> None:
     assert not list(paths.run_dir.glob(".*.tmp"))
 
 
+def test_records_a_run_id_spelled_like_a_number_stays_text_in_every_file(paths: RunPaths, tmp_path: Path) -> None:
+    from labrunner.yamlio import load_yaml, write_yaml
+
+    write_result(paths, record(run_id="6697979726e9"), None)  # digits, an e, digits: a float to labrunner's YAML
+
+    assert read_record(paths.result)["run_id"] == "6697979726e9"
+    write_yaml(tmp_path / "results.yaml", {"run_id": "6697979726e9", "lr": 1e-05})  # an aggregate, read as plans are
+    assert load_yaml(tmp_path / "results.yaml") == {"run_id": "6697979726e9", "lr": 1e-05}
+
+
+def test_records_a_record_read_again_is_a_fresh_copy_until_the_file_changes(paths: RunPaths) -> None:
+    write_result(paths, record(metrics={"acc": 0.5}), None)
+    first = read_record(paths.result)
+    first["metrics"]["acc"] = 0.0  # a caller changing what it read changes nobody else's copy
+
+    assert read_record(paths.result)["metrics"] == {"acc": 0.5}
+    write_result(paths, record(metrics={"acc": 0.75}), None)
+    assert read_record(paths.result)["metrics"] == {"acc": 0.75}
+    paths.result.write_text(paths.result.read_text().replace("0.75", "0.125"))  # edited in place: damage, seen
+    with pytest.raises(RecordError, match="checksum does not match"):
+        read_record(paths.result)
+
+
 def test_records_nan_reads_back_as_nan(paths: RunPaths) -> None:
     write_result(paths, record(metrics={"loss": math.nan}), None)
 

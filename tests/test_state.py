@@ -180,3 +180,17 @@ def test_writeup_refresh_rewrites_what_changed_and_keeps_modification_times(plan
     assert "results/e1/results.yaml" in written and "research/experiments/e1/FINDINGS.md" in written
     assert results.stat().st_mtime_ns == 1_000_000_000_000_000_000  # kept
     assert "KeyError" in (plan.root / "research/experiments/e1/FINDINGS.md").read_text()
+
+
+def test_state_runs_read_once_inside_the_block_and_afresh_outside(plan: Plan) -> None:
+    """The end of a run reports the runs several ways at one moment: inside runs_read_once they
+    are read once; outside, every call reads the files as they are."""
+    from labrunner.state import run_states, runs_read_once
+
+    complete(plan, "e2", "c")
+    write_failure(paths(plan, "e2", "c"), {"run_id": "x", "error": {"type": "KeyError", "message": "k"}}, None)
+    with runs_read_once():
+        first = run_states(plan, "e2")
+        paths(plan, "e2", "c").result.unlink()  # as if the files changed in the middle of the report
+        assert [s.status for s in run_states(plan, "e2")] == [s.status for s in first] == [RunStatus.COMPLETED]
+    assert [s.status for s in run_states(plan, "e2")] == [RunStatus.FAILED]

@@ -7,6 +7,10 @@ run yet). pandas and matplotlib are imported only by the functions that write ta
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
+import json
 import math
 import os
 import statistics
@@ -18,7 +22,7 @@ from typing import Any
 from labrunner import compute, verdicts
 from labrunner.curves import write_curve_plots
 from labrunner.errors import RecordError
-from labrunner.files import atomic_write_text, atomic_writer
+from labrunner.files import atomic_write_bytes, atomic_write_text, atomic_writer
 from labrunner.layout import RunPaths
 from labrunner.plan import Criterion, Plan, resolved_direction
 from labrunner.report import gather_artifacts
@@ -28,7 +32,7 @@ from labrunner.state import (
 )
 from labrunner.sweeps import collect_sweeps, write_sweep_plots
 from labrunner.wording import SIGNIFICANT_DIGITS
-from labrunner.yamlio import load_yaml, write_yaml
+from labrunner.yamlio import load_yaml_cached, write_yaml
 
 __all__ = [
     "ProjectView", "collect_experiment", "collect_gates", "collect_project", "hold_reason", "write_experiment_outputs",
@@ -385,37 +389,144 @@ def _shown(value: Any) -> Any:
 
 
 def metrics_frame(results: Mapping[str, Any]) -> Any:
-    """One row per run (sub, seed), one column per metric; criterion metrics first."""
+    """One row per run (sub, seed), one column per metric; criterion metrics first (a DataFrame)."""
     import pandas as pd
 
     frame = pd.DataFrame(_table_rows(results))
     if frame.empty:
         return frame
-    criteria = [m for m in results["criteria"] if m in frame.columns]
-    others = [c for c in frame.columns if c not in ("sub", "seed", "status", *criteria)]
-    return frame[["sub", "seed", "status", *criteria, *others]]
+    return frame[_column_order(results, list(frame.columns))]
+
+
+def _column_order(results: Mapping[str, Any], columns: list[str]) -> list[str]:
+    criteria = [m for m in results["criteria"] if m in columns]
+    return ["sub", "seed", "status", *criteria, *(c for c in columns if c not in ("sub", "seed", "status", *criteria))]
+
+
+Table = tuple[list[str], list[list[Any]]]  # column names; rows of values as a DataFrame of the rows holds them
+
+
+def metrics_table(results: Mapping[str, Any]) -> Table | None:
+    """The table of metrics_frame without pandas (whose import costs half a second in every
+    aggregate job): each column's values as pandas would hold them (an int column with a blank
+    becomes floats, as it does there), None for a blank. None where a column holds something
+    whose conversion is not mirrored here (a list, a NaN, an int past 64 bits): then use pandas."""
+    rows = _table_rows(results)
+    seen: dict[str, None] = {}
+    for row in rows:
+        seen.update(dict.fromkeys(row))
+    columns = _column_order(results, list(seen)) if rows else []
+    converted = [_as_pandas_holds([row.get(column) for row in rows]) for column in columns]
+    if any(values is None for values in converted):
+        return None
+    return columns, [list(row) for row in zip(*converted)] if columns else []
+
+
+def _as_pandas_holds(values: list[Any]) -> list[Any] | None:
+    """One column's values as a DataFrame built from dicts holds them (None: not mirrored here)."""
+    present = [value for value in values if value is not None]
+    if not all(type(value) in (bool, int, float, str) for value in present):
+        return None
+    if any(type(value) is float and not math.isfinite(value) for value in present):
+        return None
+    if any(type(value) is int and not -2**63 <= value < 2**63 for value in present):
+        return None
+    numbers = [value for value in present if type(value) in (int, float)]
+    if present and len(numbers) == len(present) and (len(present) < len(values) or float in map(type, numbers)):
+        return [None if value is None else float(value) for value in values]  # int64 with a blank: float64
+    return values
+
+
+def _csv_cell(value: Any) -> str:
+    return "" if value is None else repr(value) if type(value) is float else str(value)
+
+
+def metrics_csv(results: Mapping[str, Any]) -> str:
+    """metrics.csv: what `metrics_frame(results).to_csv(index=False)` writes, without pandas where it can."""
+    table = metrics_table(results)
+    if table is None:
+        return str(metrics_frame(results).to_csv(index=False))
+    columns, rows = table
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows([_csv_cell(value) for value in row] for row in rows)
+    return buffer.getvalue() if columns else "\n"
 
 
 def metrics_markdown(results: Mapping[str, Any]) -> str:
-    """The metric table as Markdown, with a per-sub mean table when subs ran several seeds."""
+    """The metric table as Markdown, with a per-sub mean table when subs ran several seeds (that
+    summary, and a table metrics_table cannot mirror, with pandas)."""
+    from tabulate import tabulate
+
+    table = metrics_table(results)
+    title = f"# Metrics: {results['name']}\n\n"
+    if table is None:
+        frame = metrics_frame(results)
+        columns, rows = list(frame.columns), frame.astype(object).where(frame.notna(), None).values.tolist()
+    else:
+        columns, rows = table
+    if not rows:
+        return title + "No sub-experiment has results yet.\n"
+    digits = f".{SIGNIFICANT_DIGITS}g"
+    text = title + tabulate(rows, headers=columns, tablefmt="github", floatfmt=digits, missingval="") + "\n"
+    subs = [row[0] for row in rows]
+    if len(set(subs)) < len(subs):  # some sub ran several seeds
+        text += _seed_summary(metrics_frame(results), digits)
+    return text
+
+
+def _seed_summary(frame: Any, digits: str) -> str:
     import pandas as pd
     from tabulate import tabulate
 
-    frame = metrics_frame(results)
-    title = f"# Metrics: {results['name']}\n\n"
-    if frame.empty:
-        return title + "No sub-experiment has results yet.\n"
-    shown = frame.astype(object).where(frame.notna(), None)  # a metric a run did not report: blank
-    digits = f".{SIGNIFICANT_DIGITS}g"
-    text = title + tabulate(shown, headers="keys", tablefmt="github", showindex=False, floatfmt=digits, missingval="") + "\n"
     multi = frame.groupby("sub", sort=False).filter(lambda group: len(group) > 1)
-    if not multi.empty:
-        numeric = multi.drop(columns=["seed", "status"]).apply(pd.to_numeric, errors="coerce").assign(sub=multi["sub"]).groupby("sub", sort=False)
-        summary = (numeric.mean(numeric_only=True).map(lambda v: f"{v:{digits}}") + " ± "
-                   + numeric.std(numeric_only=True).map(lambda v: f"{v:{digits}}"))
-        summary.insert(0, "n", numeric.size())
-        text += "\n## Mean ± sd over seeds\n\n" + tabulate(summary, headers="keys", tablefmt="github") + "\n"
-    return text
+    numeric = multi.drop(columns=["seed", "status"]).apply(pd.to_numeric, errors="coerce").assign(sub=multi["sub"]).groupby("sub", sort=False)
+    summary = (numeric.mean(numeric_only=True).map(lambda v: f"{v:{digits}}") + " ± "
+               + numeric.std(numeric_only=True).map(lambda v: f"{v:{digits}}"))
+    summary.insert(0, "n", numeric.size())
+    return "\n## Mean ± sd over seeds\n\n" + tabulate(summary, headers="keys", tablefmt="github") + "\n"
+
+
+CRITERIA_CACHE_DIR = ".criteria-cache"  # beside criteria.png; no id names a hidden folder
+_CRITERIA_DRAWING_VERSION = "1"  # bump when plot_criteria draws differently
+
+
+def write_criteria_plot(results: Mapping[str, Any], path: Path) -> None:
+    """criteria.png, drawn only when what it shows changed.
+
+    Snakemake deletes the plot before the aggregate job runs, and the job runs after any edit of
+    the plan (a comment included) or any sub's new record; drawing it takes a third of a second
+    per experiment. So the drawing is kept in `.criteria-cache/` beside it, named by what it shows
+    (see _criteria_key), and copied into place (a copy, not a link: the plot gets the time it is
+    written, as Snakemake expects of an output); only a changed picture is drawn again."""
+    cache = path.parent / CRITERIA_CACHE_DIR
+    drawn = cache / f"{path.stem}-{_criteria_key(results)}.png"
+    if not drawn.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        plot_criteria(results, drawn)
+        for stale in cache.iterdir():  # drawings of results that are no longer current
+            if stale.name != drawn.name:
+                stale.unlink(missing_ok=True)
+    atomic_write_bytes(path, drawn.read_bytes())
+
+
+def _criteria_key(results: Mapping[str, Any]) -> str:
+    """What plot_criteria shows: the title, the criteria, each run's status and criterion
+    metrics, a comparison's verdict; and the matplotlib that draws it."""
+    from importlib.metadata import version
+
+    criteria = results["criteria"]
+    subs = [(sub_id, sub["status"], [(run.get("status", sub["status"]),
+                                      {name: value for name, value in (run.get("metrics") or {}).items()
+                                       if name in criteria})
+                                     for run in sub.get("seeds") or [sub]])
+            for sub_id, sub in results["subs"].items()]
+    compared = {metric: (results.get("verdicts") or {}).get(metric) for metric, crit in criteria.items()
+                if crit.get("compare")}
+    text = json.dumps([_CRITERIA_DRAWING_VERSION, version("matplotlib"), results["name"], criteria, compared, subs],
+                      default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
 
 
 def plot_criteria(results: Mapping[str, Any], path: Path) -> None:
@@ -506,11 +617,11 @@ def write_experiment_files(plan: Plan, results: dict[str, Any], results_path: Pa
                            report_dir: Path | None = None) -> None:
     from labrunner.records import now_iso
 
+    previous = _previous_results(Path(results_path))
     results["generated_at"] = now_iso()
-    frame = metrics_frame(results)
-    atomic_write_text(Path(table_csv), frame.to_csv(index=False))
+    atomic_write_text(Path(table_csv), metrics_csv(results))
     atomic_write_text(Path(table_md), metrics_markdown(results))
-    plot_criteria(results, Path(plot_path))
+    write_criteria_plot(results, Path(plot_path))
     results["plot"] = _project_path(plan, Path(plot_path).resolve())
     if sweeps_dir is not None:
         write_sweep_plots(results, Path(sweeps_dir))
@@ -518,7 +629,22 @@ def write_experiment_files(plan: Plan, results: dict[str, Any], results_path: Pa
         results["curves"] = write_curve_plots(results, Path(curves_dir), plan.root)
     if report_dir is not None:
         gather_artifacts(results, Path(report_dir), plan.root)
+    if previous is not None and {**previous, "generated_at": None} == {**results, "generated_at": None}:
+        # the same results as before (a plan comment, a rerun that changed nothing): the time they
+        # were generated stands, and the file, which reads as exactly these results, stays as it
+        # is; so do the FINDINGS made from it and their HTML
+        results["generated_at"] = previous["generated_at"]
+        return
     write_yaml(Path(results_path), results)
+
+
+def _previous_results(path: Path) -> dict[str, Any] | None:
+    """The results.yaml this aggregate replaces, if any and readable."""
+    try:
+        data = load_yaml_cached(path, RecordError) if path.exists() else None
+    except RecordError:
+        return None
+    return data if isinstance(data, dict) and data.get("generated_at") else None
 
 
 def experiment_outcome(results: Mapping[str, Any]) -> verdicts.ExperimentOutcome:
@@ -562,7 +688,7 @@ def load_results(paths: Iterable[Path]) -> dict[str, dict[str, Any]]:
     """Experiment results.yaml files by experiment id."""
     loaded = {}
     for path in paths:
-        data = load_yaml(Path(path), RecordError)
+        data = load_yaml_cached(Path(path), RecordError)
         if not isinstance(data, dict) or "experiment" not in data:
             raise RecordError.single(path, "experiment", "expected an experiment results file with an 'experiment' key")
         loaded[data["experiment"]] = data

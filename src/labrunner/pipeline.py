@@ -14,6 +14,7 @@ import os
 import re
 import shlex
 import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -25,9 +26,10 @@ from labrunner.compute import parse_gpu
 from labrunner.errors import ConfigError, Issue, LabrunnerError
 from labrunner.jobspec import BACKEND_ENV
 from labrunner.layout import split_run
-from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan
+from labrunner.plan import DEFAULT_PLAN_PATH, Plan, SubSpec, load_plan_cached
 
-__all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "forced_run", "put_labrunner_on_path", "split_run"]
+__all__ = ["BACKEND_ENV", "CONFIG_KEYS", "Pipeline", "RunTarget", "cancel_scheduler_timers", "forced_run", "put_labrunner_on_path",
+           "split_run"]
 
 # A job's time limit is its attempts' timeouts plus this: Snakemake and labrunner start-up, and
 # the records written after the handler stops; W&B's bounded init and finish come on top. So
@@ -122,8 +124,9 @@ class Pipeline:
         if main_process:  # the handlers as an earlier invocation parsed them (see save_source_facts)
             sources.load_facts(workdir / SOURCE_FACTS)
         # the project root is where Snakemake runs, wherever the plan file lives (plans/v2.yaml)
-        plan = load_plan(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), root=workdir,
-                         check_handlers=main_process)  # a job: the submitting side checked them
+        # (cached: the aggregate steps and the end of the run, in this process, read it again)
+        plan = load_plan_cached(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), workdir,
+                                check_handlers=main_process)  # a job: the submitting side checked them
         return cls(plan=plan, stub=stub, backend=str(backend) if backend is not None else None, workdir=workdir,
                    ignore_gates=ignore_gates, forced=forced, main_process=main_process)
 
@@ -557,3 +560,18 @@ def put_labrunner_on_path() -> None:
     path = os.environ.get("PATH", "")
     if path.split(os.pathsep)[0] != bin_dir:
         os.environ["PATH"] = bin_dir + os.pathsep + path
+
+
+def cancel_scheduler_timers() -> int:
+    """Cancel the wake-up timers Snakemake's scheduler leaves behind; how many. After each round
+    it starts a one-second `threading.Timer` (its --max-jobs-per-timespan check), and Python waits
+    for such a timer before it exits, so a run that executed jobs ended up to a second after its
+    last word. Called by the end-of-run hooks, when the scheduler is done; a Snakemake whose
+    scheduler names that function otherwise is left as it is (only the wait comes back)."""
+    cancelled = 0
+    for thread in threading.enumerate():
+        function = getattr(thread, "function", None)
+        if isinstance(thread, threading.Timer) and "._schedule_reevalutation." in getattr(function, "__qualname__", ""):
+            thread.cancel()
+            cancelled += 1
+    return cancelled

@@ -39,6 +39,7 @@ __all__ = [
     "Plan",
     "SubSpec",
     "load_plan",
+    "load_plan_cached",
     "project_root_for",
 ]
 
@@ -398,6 +399,29 @@ def load_plan(path: Path | str = DEFAULT_PLAN_PATH, *, root: Path | None = None,
     if issues:
         raise PlanError(_sorted(issues))
     return Plan(path=path, root=root, model=model, subs_by_experiment=subs_by_experiment)
+
+
+# (plan file, root, inode, mtime_ns, size) -> (the plan, whether its handler files were checked):
+# in Snakemake's process the parse-time load, every aggregate job and the end of the run read the
+# same plan, and validating 1,000 subs takes a fifth of a second
+_PLAN_CACHE: dict[tuple[str, str, int, int, int], tuple[Plan, bool]] = {}
+
+
+def load_plan_cached(path: Path | str, root: Path, check_handlers: bool = False) -> Plan:
+    """`load_plan(path, root=root, check_handlers=...)`, validated once while the file stays as it
+    is (an edit is read again: the file is looked at before it is read, so a plan edited while it
+    was being read is filed under the old look). A plan whose handler files were checked also
+    serves a caller that does not check them. The Plan is shared: callers must not change it."""
+    path = Path(path)
+    stat = path.stat()
+    key = (str(path.resolve()), str(Path(root).resolve()), stat.st_ino, stat.st_mtime_ns, stat.st_size)
+    cached = _PLAN_CACHE.get(key)
+    if cached is None or (check_handlers and not cached[1]):
+        plan = load_plan(path, root=root, check_handlers=check_handlers)
+        if len(_PLAN_CACHE) >= 8:  # earlier versions of the file, or other roots
+            _PLAN_CACHE.clear()
+        _PLAN_CACHE[key] = cached = (plan, check_handlers)
+    return cached[0]
 
 
 _NESTED = ("sub_experiments", "success_criteria")

@@ -14,7 +14,6 @@ failed sub even when nothing else changed. Every final record is also kept under
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import hashlib
 import os
@@ -30,7 +29,7 @@ from labrunner.executor import current_executor
 from labrunner.files import SpaceReserve, atomic_write_text, free_space_text, is_disk_full, overwrite_in_place
 from labrunner.layout import RunPaths
 from labrunner.redact import redact_data
-from labrunner.yamlio import dump_yaml
+from labrunner.yamlio import dump_yaml, plain_copy
 
 try:
     from yaml import CSafeLoader as _Loader
@@ -142,11 +141,12 @@ def _kept_result(paths: RunPaths, previous: dict[str, Any]) -> Path | None:
 
 
 # Records already read by this process, by absolute path: the text as read and its verified
-# content. The end of a run reads every record several times over (the write-up, the summary, the
-# check for stale results); reading a file is cheap, parsing its YAML is not, and the same text
-# always parses the same (a file's time and size would not do: two writes within the clock's
-# tick may leave both unchanged).
-_READ: dict[str, tuple[str, dict[str, Any]]] = {}
+# content. An invocation reads each record several times (the aggregate steps, then the end-of-run
+# write-up, summary and check, all in Snakemake's process); reading a file is cheap, parsing and
+# verifying its YAML is not, and the same text always parses the same. The text, not the file's
+# inode, time and size: two writes within one tick of the clock can leave all three unchanged.
+_RECORD_CACHE: dict[str, tuple[str, dict[str, Any]]] = {}
+_RECORD_CACHE_MAX = 50_000  # records kept; past that the cache starts again
 
 
 def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
@@ -160,9 +160,9 @@ def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as exc:
         raise RecordError.single(path, "", f"record cannot be read: {exc}") from None
     key = os.path.abspath(path)
-    cached = _READ.get(key)
+    cached = _RECORD_CACHE.get(key)
     if cached is not None and cached[0] == text:
-        return copy.deepcopy(cached[1])
+        return plain_copy(cached[1])
     problem = verify_text(text) if text.strip() != "status: none" else None
     if verify and problem:
         raise RecordError.single(path, "", f"record is damaged: {problem}; delete it and rerun to rebuild it")
@@ -173,7 +173,9 @@ def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
     if not isinstance(data, dict) or "status" not in data:
         raise RecordError([Issue(str(path), "status", "record is damaged: expected a mapping with a 'status' key")])
     if problem is None:  # only whole records: a damaged one must be refused again when verified
-        _READ[key] = (text, copy.deepcopy(data))
+        if len(_RECORD_CACHE) >= _RECORD_CACHE_MAX:
+            _RECORD_CACHE.clear()
+        _RECORD_CACHE[key] = (text, plain_copy(data))
     return data
 
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from labrunner.plan import Plan, SubSpec
 from labrunner.records import read_record
 
 __all__ = ["ExperimentStatus", "RunState", "RunStatus", "experiment_status", "previous_result", "read_state",
-           "record_changes", "run_dirs", "run_states", "stale_reasons", "sub_status"]
+           "record_changes", "run_dirs", "run_states", "run_states_now", "runs_read_once", "stale_reasons", "sub_status"]
 
 
 class RunStatus(str, enum.Enum):
@@ -237,7 +238,36 @@ def run_dirs(plan: Plan, experiment_id: str, stub: bool = False) -> Iterable[tup
 
 def run_states(plan: Plan, experiment_id: str, stub: bool = False) -> list[RunState]:
     """One state per (sub, seed) of an experiment, in plan order; skipped subs are left out."""
+    if _READ_ONCE is not None:
+        key = (id(plan), experiment_id, stub)
+        if key not in _READ_ONCE:
+            _READ_ONCE[key] = (plan, run_states_now(plan, experiment_id, stub))  # the plan kept: its id stays its own
+        return list(_READ_ONCE[key][1])
+    return run_states_now(plan, experiment_id, stub)
+
+
+def run_states_now(plan: Plan, experiment_id: str, stub: bool = False) -> list[RunState]:
+    """run_states read from the files, whatever runs_read_once says."""
     return [read_state(spec, seed, paths, stub, plan.root) for spec, seed, paths in run_dirs(plan, experiment_id, stub)]
+
+
+# (id(plan), experiment, stub) -> (plan, states) inside runs_read_once(); None outside
+_READ_ONCE: dict[tuple[int, str, bool], tuple[Plan, list[RunState]]] | None = None
+
+
+@contextmanager
+def runs_read_once() -> Iterator[None]:
+    """Inside the block, run_states reads each experiment's runs once: the end of a run reports
+    them several ways at one moment (the write-up, the summary, what is stale), and reading and
+    checking 2,000 records four times cost as much as the aggregates themselves. The states are
+    shared, so the block is for readers only; outside it every call reads the files."""
+    global _READ_ONCE
+    outer = _READ_ONCE
+    _READ_ONCE = {} if outer is None else outer
+    try:
+        yield
+    finally:
+        _READ_ONCE = outer
 
 
 _RUN_PRECEDENCE = (RunStatus.DAMAGED, RunStatus.FAILED, RunStatus.INTERRUPTED, RunStatus.RUNNING, RunStatus.HELD,

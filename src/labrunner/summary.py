@@ -283,21 +283,22 @@ def end_of_run(pipeline: Any, success: bool) -> str | None:
     succeeded must still fail (its results are not current: the plan or code changed while it
     ran), so that exit status 0 always means there is nothing left to do. Returns that reason."""
     from labrunner.errors import LabrunnerError
-    from labrunner.plan import load_plan
-    from labrunner.state import RunStatus, run_states
+    from labrunner.plan import load_plan_cached
+    from labrunner.state import RunStatus, run_states, runs_read_once
     from labrunner.writeup import refresh_quietly
 
     plan, changed = pipeline.plan, None
     try:  # the write-up describes the plan as it is now, if it was edited during the run
-        plan = load_plan(pipeline.plan.path, root=pipeline.plan.root, check_handlers=False)
+        plan = load_plan_cached(pipeline.plan.path, pipeline.plan.root)
     except LabrunnerError as exc:
         changed = f"the plan is no longer valid: {exc}"
-    refresh_quietly(plan, pipeline.stub, pipeline.ignore_gates)
-    print_run_summary(plan, pipeline.stub, success, pipeline.ignore_gates)
+    with runs_read_once():  # the write-up, the summary and the check below see the runs as of one moment
+        refresh_quietly(plan, pipeline.stub, pipeline.ignore_gates)
+        print_run_summary(plan, pipeline.stub, success, pipeline.ignore_gates)
+        stale = [state.key for exp_id in plan.active_experiments for state in run_states(plan, exp_id, pipeline.stub)
+                 if state.status == RunStatus.STALE]
     if changed is None and pipeline.plan_digest() != pipeline.plan_digest(refresh=True):
         changed = f"{pipeline.plan.path} changed while the run was going"
-    stale = [state.key for exp_id in plan.active_experiments for state in run_states(plan, exp_id, pipeline.stub)
-             if state.status == RunStatus.STALE]
     if changed is None and not stale:
         return None
     parts = [changed] if changed else []

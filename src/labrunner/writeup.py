@@ -30,7 +30,7 @@ from labrunner.plan import Plan
 from labrunner.records import now_iso
 from labrunner.report import write_findings_html
 from labrunner.state import run_dirs
-from labrunner.yamlio import load_yaml, write_yaml
+from labrunner.yamlio import load_yaml_cached, write_yaml
 
 __all__ = ["refresh"]
 
@@ -110,7 +110,7 @@ def _load(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        data = load_yaml(path)
+        data = load_yaml_cached(path)
     except LabrunnerError:
         return None
     return data if isinstance(data, dict) else None

@@ -8,7 +8,9 @@ write goes through `labrunner.files.atomic_write_text`.
 
 from __future__ import annotations
 
+import copy
 import math
+import os
 import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -26,7 +28,8 @@ except ImportError:  # pragma: no cover - depends on how PyYAML was built
     from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
     from yaml import SafeLoader as _SafeLoader  # type: ignore[assignment]
 
-__all__ = ["YamlList", "YamlMap", "as_written", "atomic_write_text", "dump_yaml", "line_of", "load_yaml", "write_yaml"]
+__all__ = ["YamlList", "YamlMap", "as_written", "atomic_write_text", "dump_yaml", "line_of", "load_yaml",
+           "load_yaml_cached", "plain_copy", "write_yaml"]
 
 
 class YamlMap(dict):  # type: ignore[type-arg]
@@ -104,11 +107,8 @@ class _LineLoader(_SafeLoader):  # type: ignore[misc, valid-type]
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _LineLoader.construct_mapping)
 _LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _LineLoader.construct_yaml_list)
 # YAML 1.1 reads `1e-4` (no dot) as a string; people mean the number, as YAML 1.2 says.
-_LineLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$")
+_LineLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
 
 
 class _DuplicateKey(Exception):
@@ -167,6 +167,49 @@ def load_yaml(path: Path, error: type[InputError] = InputError) -> Any:
     except (OSError, UnicodeDecodeError) as exc:
         raise error.single(shown, "", f"cannot be read: {exc}") from None
     return parse_yaml(text, shown, error)
+
+
+# path -> ((inode, mtime_ns, size), data) for load_yaml_cached
+_DATA_CACHE: dict[str, tuple[tuple[int, int, int], Any]] = {}
+_DATA_CACHE_MAX = 10_000
+
+
+def load_yaml_cached(path: Path, error: type[InputError] = InputError) -> Any:
+    """load_yaml for the files labrunner writes and reads again in the same process (each
+    experiment's results.yaml is read by its FINDINGS job, the project FINDINGS job and the end of
+    the run): parsed once while the file is unchanged (a rewrite is a new inode with a new time),
+    and each caller gets its own copy, as plain dicts and lists (no line numbers)."""
+    shown = str(path)
+    try:
+        with Path(path).open("rb") as handle:
+            stat = os.fstat(handle.fileno())  # of the file read, not of one that replaced it since
+            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = _DATA_CACHE.get(shown)
+            if cached is not None and cached[0] == key:
+                return plain_copy(cached[1])
+            text = handle.read().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
+    except FileNotFoundError:
+        raise error.single(shown, "", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise error.single(shown, "", f"cannot be read: {exc}") from None
+    data = plain_copy(parse_yaml(text, shown, error))
+    if len(_DATA_CACHE) >= _DATA_CACHE_MAX:
+        _DATA_CACHE.clear()
+    _DATA_CACHE[shown] = (key, data)
+    return plain_copy(data)
+
+
+def plain_copy(data: Any) -> Any:
+    """A copy of loaded YAML data that shares nothing a caller could change: mappings and lists
+    copied (as plain dicts and lists), scalars kept as they cannot change, anything else deep-
+    copied. Several times quicker than copy.deepcopy, which would eat much of what a cache saves."""
+    if isinstance(data, dict):
+        return {key: plain_copy(value) for key, value in data.items()}
+    if isinstance(data, list):
+        return [plain_copy(value) for value in data]
+    if data is None or type(data) in (str, int, float, bool):
+        return data
+    return copy.deepcopy(data)
 
 
 def parse_yaml(text: str, shown: str, error: type[InputError] = InputError) -> Any:
@@ -285,6 +328,9 @@ def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
+# ... and so the dumper quotes a string spelled like one (a run id such as `6697979726e9`), which
+# would otherwise be written plain and read back as a float.
+_RecordDumper.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT, list("-+0123456789"))
 _RecordDumper.add_representer(float, _represent_float)
 _RecordDumper.add_representer(str, _represent_str)
 _RecordDumper.add_representer(YamlMap, _RecordDumper.represent_dict)

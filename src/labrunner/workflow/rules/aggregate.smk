@@ -11,6 +11,15 @@
 # rules/common.smk and labrunner.writeup) then rewrites every aggregate output from the records,
 # keeping each file's modification time, so that the write-up describes the present while
 # Snakemake's view of what is out of date (and so the next run) stays exactly as above.
+#
+# The four rules run in Snakemake's own process (`run:`, with the profile's force-use-threads;
+# without it Snakemake would start a whole Snakemake per job): one Python start and one import of
+# labrunner, matplotlib and the plan per invocation instead of one per job, which is what a plan
+# edit that rebuilds every aggregate costs (see labrunner.steps and docs/performance.md). No
+# `conda:` here, as Snakemake allows none with `run:`: the steps run with the labrunner that runs
+# the workflow itself. `threads: 0`: the steps take no core from --cores (they wait for one
+# another in labrunner.steps), so Snakemake starts every ready aggregate in one round of its
+# scheduler rather than two a round, each round stat-ing every input of every ready job.
 FINDINGS_DIR = PIPELINE.findings_dir
 # `snakemake --report report.html research/FINDINGS.md` embeds the outputs flagged with report():
 # captions in ../report/, one category per kind of output, one subcategory per experiment.
@@ -22,7 +31,9 @@ rule aggregate_experiment:
         records=get_experiment_records,
         plan=PIPELINE.plan_file,
     output:
-        results=f"{RESULTS}/{{exp}}/results.yaml",
+        # update(): Snakemake keeps the previous file for the job, which reuses its generated_at when
+        # nothing it says has changed (a plan comment), so FINDINGS and their HTML stay as they were
+        results=update(f"{RESULTS}/{{exp}}/results.yaml"),
         table_md=f"{RESULTS}/{{exp}}/metrics.md",
         table_csv=report(
             f"{RESULTS}/{{exp}}/metrics.csv",
@@ -67,10 +78,11 @@ rule aggregate_experiment:
     log:
         f"{RESULTS}/{{exp}}/aggregate.log",
     localrule: True
-    conda:
-        "../envs/labrunner.yaml"
-    script:
-        "../scripts/aggregate_experiment.py"
+    threads: 0  # see above
+    run:
+        from labrunner import steps  # here, not at parse time: a dry run needs none of it
+
+        steps.aggregate_experiment_job(input, output, params, wildcards, log)
 
 
 # A checkpoint: an experiment that `requires:` a gate decides which of its runs to build only
@@ -87,10 +99,11 @@ checkpoint gates:
     log:
         f"{RESULTS}/gates.log",
     localrule: True
-    conda:
-        "../envs/labrunner.yaml"
-    script:
-        "../scripts/gates.py"
+    threads: 0  # see above
+    run:
+        from labrunner import steps  # here, not at parse time: a dry run needs none of it
+
+        steps.gates_job(input, output, params, wildcards, log)
 
 
 rule experiment_findings:
@@ -99,9 +112,10 @@ rule experiment_findings:
     output:
         # update(): the file holds the researcher's text; Snakemake must not delete it first
         update(f"{FINDINGS_DIR}/experiments/{{exp}}/FINDINGS.md"),
-        # the same as one self-contained HTML page, for the report
+        # the same as one self-contained HTML page, for the report; update(): drawn again only when
+        # the FINDINGS text it was made from changed (labrunner.report.write_findings_html)
         html=report(
-            f"{RESULTS}/{{exp}}/findings.html",
+            update(f"{RESULTS}/{{exp}}/findings.html"),
             caption=f"{REPORT_CAPTIONS}/findings.rst",
             category="Findings",
             subcategory="{exp}",
@@ -109,10 +123,11 @@ rule experiment_findings:
     log:
         f"{RESULTS}/{{exp}}/findings.log",
     localrule: True
-    conda:
-        "../envs/labrunner.yaml"
-    script:
-        "../scripts/experiment_findings.py"
+    threads: 0  # see above
+    run:
+        from labrunner import steps  # here, not at parse time: a dry run needs none of it
+
+        steps.experiment_findings_job(input, output, params, wildcards, log)
 
 
 rule project_findings:
@@ -124,7 +139,7 @@ rule project_findings:
     output:
         update(PIPELINE.project_findings),
         html=report(
-            PIPELINE.project_findings_html,
+            update(PIPELINE.project_findings_html),
             caption=f"{REPORT_CAPTIONS}/project.rst",
             category="Findings",
             subcategory="project",
@@ -134,7 +149,8 @@ rule project_findings:
     log:
         f"{RESULTS}/findings.log",
     localrule: True
-    conda:
-        "../envs/labrunner.yaml"
-    script:
-        "../scripts/project_findings.py"
+    threads: 0  # see above
+    run:
+        from labrunner import steps  # here, not at parse time: a dry run needs none of it
+
+        steps.project_findings_job(input, output, params, wildcards, log)

@@ -11,7 +11,7 @@ gc.disable()
 
 from labrunner import invocation
 from labrunner.errors import LabrunnerError
-from labrunner.pipeline import Pipeline, put_labrunner_on_path, forced_run
+from labrunner.pipeline import Pipeline, cancel_scheduler_timers, put_labrunner_on_path, forced_run
 from labrunner.summary import end_of_run
 
 try:
@@ -152,13 +152,17 @@ onstart:
 # state), then the summary. A run whose jobs all succeeded still fails if its results are not
 # current (the plan or a handler was edited while it ran), so that an exit status of 0 always
 # means `snakemake -n` has nothing left to do.
+# Either way the scheduler is done by then: its leftover wake-up timers are cancelled, or Python
+# would wait up to a second for them before exiting (see cancel_scheduler_timers).
 onsuccess:
+    cancel_scheduler_timers()
     problem = end_of_run(PIPELINE, success=True)
     if problem:
         raise WorkflowError(problem)
 
 
 onerror:
+    cancel_scheduler_timers()
     # a result Snakemake deleted after its job wrote it (a cluster job cancelled as it finished)
     # is recorded now, so that the summary and the write-up say so
     PIPELINE.mark_unrecorded_runs()
