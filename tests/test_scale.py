@@ -172,3 +172,19 @@ def test_scale_handlers_at_their_place_are_one_input_pattern_with_the_same_rerun
     assert run(project).returncode == 0
     (project / "handlers" / "helpers.py").write_text("def scale(x):\n    return 2 * x\n")
     assert dry_run_jobs(project) == {"results/e1/y/result.yaml"}
+
+
+def test_scale_a_profile_without_threads_is_told_how_to_make_aggregates_fast(tmp_path: Path) -> None:
+    project = write_project(tmp_path / "proj", PATTERN_PLAN)
+    (project / "handlers" / "e1").mkdir()
+    for name in ("x", "y"):
+        (project / "handlers" / "e1" / f"{name}.py").write_text(plain_handler(name, 0.9))
+    done = run(project)
+    assert done.returncode == 0 and "force-use-threads" not in done.stderr, done.stderr[-2000:]
+
+    config = project / "profiles" / "default" / "config.yaml"
+    config.write_text(config.read_text().replace("force-use-threads: true\n", ""))
+    (project / "research" / "research_plan.yaml").write_text(PATTERN_PLAN + "# criteria edited\n")
+    done = run(project)
+    assert done.returncode == 0, done.stderr[-2000:]  # slower, and still right
+    assert "lacks `force-use-threads: true`" in done.stderr and "profiles/default/config.yaml" in done.stderr

@@ -145,6 +145,16 @@ def ignores_gates(wildcards=None):
 onstart:
     if INVOCATION is not None:
         INVOCATION.save(PIPELINE.plan.root, PIPELINE.stub, workflow.dag_settings.targets)
+    if not workflow.use_threads:  # known only now: Snakemake sets its execution settings after reading this file
+        print(SLOW_AGGREGATES, file=sys.stderr)
+
+
+# A profile written before the aggregates ran in Snakemake's process (see rules/aggregate.smk)
+SLOW_AGGREGATES = (
+    "labrunner: this run's profile lacks `force-use-threads: true`, so Snakemake starts a new Snakemake "
+    "for every aggregate step (seconds each); add that line to profiles/default/config.yaml "
+    "(`labrunner init` writes it)"
+)
 
 
 # The end of every run, whatever happened: the write-up is brought up to date with the records
