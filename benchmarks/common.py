@@ -124,10 +124,11 @@ def run_timed(command: list[str], cwd: Path) -> Timing:
     return Timing(wall_s, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
 
 
-def alternate(first: Callable[[], float], second: Callable[[], float], repeats: int) -> tuple[float, float]:
-    """Medians of two measurements taken in turns (first, second, first, ...)."""
+def alternate(first: Callable[[], float], second: Callable[[], float], repeats: int,
+              pick: Callable[[list[float]], float] = statistics.median) -> tuple[float, float]:
+    """Medians (or what `pick` takes) of two measurements taken in turns (first, second, first, ...)."""
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):
         times[0].append(first())
         times[1].append(second())
-    return statistics.median(times[0]), statistics.median(times[1])
+    return pick(times[0]), pick(times[1])
