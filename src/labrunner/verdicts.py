@@ -19,7 +19,7 @@ from typing import Literal, Protocol
 from labrunner import stats
 from labrunner.stats import Estimate
 from labrunner.wording import (
-    ACCEPTABLE, FAILURE, INVALID, LEVELS, MISSES_ACCEPTABLE, NOT_MEASURED, TARGET_MET, fmt, fmt_interval, fmt_range,
+    ACCEPTABLE, FAILURE, INVALID, LEVELS, MISSES_ACCEPTABLE, NOT_MEASURED, TARGET_MET, Tiers, fmt, fmt_interval, fmt_range,
     fmt_signed, relation,
 )
 
@@ -47,19 +47,13 @@ GATE_PENDING = "pending"
 DEFAULT_BORDERLINE_PCT = 5.0
 
 
-class CriterionLike(Protocol):
-    """What a verdict needs from a plan's success criterion.
+class CriterionLike(Tiers, Protocol):
+    """What a verdict needs from a plan's success criterion: its tiers (wording.Tiers) and more.
 
     Read-only properties, so that frozen dataclasses and pydantic models both satisfy it.
     `direction` is already resolved by the plan loader.
     """
 
-    @property
-    def target(self) -> float | None: ...
-    @property
-    def acceptable(self) -> float | None: ...
-    @property
-    def failure(self) -> float | None: ...
     @property
     def direction(self) -> Literal["higher", "lower"]: ...
     @property
