@@ -188,3 +188,24 @@ def test_scale_a_profile_without_threads_is_told_how_to_make_aggregates_fast(tmp
     done = run(project)
     assert done.returncode == 0, done.stderr[-2000:]  # slower, and still right
     assert "lacks `force-use-threads: true`" in done.stderr and "profiles/default/config.yaml" in done.stderr
+
+
+def test_scale_the_next_invocation_takes_the_records_as_parsed_and_follows_every_change(tmp_path: Path) -> None:
+    # every aggregation reads every record; what a run parsed is kept for the next one (by the
+    # text's digest, see labrunner.parsed), which must still see each record as it is now
+    project = write_project(tmp_path / "proj", PATTERN_PLAN)
+    (project / "handlers" / "e1").mkdir()
+    for name in ("x", "y"):
+        (project / "handlers" / "e1" / f"{name}.py").write_text(plain_handler(name, 0.9))
+    assert run(project).returncode == 0
+    store = project / ".snakemake" / "labrunner" / "parsed-yaml.jsonl"
+    kept = store.read_text()
+    assert kept.count('"status":"completed","experiment":"e1"') == 2  # both result records
+
+    (project / "handlers" / "e1" / "x.py").write_text(plain_handler("x", 0.95))
+    done = run(project)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = load(project / "results" / "e1" / "results.yaml")
+    assert results["subs"]["x"]["metrics"]["acc"] == 0.95 and results["subs"]["y"]["metrics"]["acc"] == 0.9
+    assert "0.95" in (project / "research" / "experiments" / "e1" / "FINDINGS.md").read_text()
+    assert store.read_text().count('"status":"completed","experiment":"e1"') == 3  # and the new one kept

@@ -8,6 +8,7 @@ run yet). pandas and matplotlib are imported only by the functions that write ta
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -514,8 +515,6 @@ def write_criteria_plot(results: Mapping[str, Any], path: Path) -> None:
 def _criteria_key(results: Mapping[str, Any]) -> str:
     """What plot_criteria shows: the title, the criteria, each run's status and criterion
     metrics, a comparison's verdict; and the matplotlib that draws it."""
-    from importlib.metadata import version
-
     criteria = results["criteria"]
     subs = [(sub_id, sub["status"], [(run.get("status", sub["status"]),
                                       {name: value for name, value in (run.get("metrics") or {}).items()
@@ -524,9 +523,17 @@ def _criteria_key(results: Mapping[str, Any]) -> str:
             for sub_id, sub in results["subs"].items()]
     compared = {metric: (results.get("verdicts") or {}).get(metric) for metric, crit in criteria.items()
                 if crit.get("compare")}
-    text = json.dumps([_CRITERIA_DRAWING_VERSION, version("matplotlib"), results["name"], criteria, compared, subs],
+    text = json.dumps([_CRITERIA_DRAWING_VERSION, _matplotlib_version(), results["name"], criteria, compared, subs],
                       default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@functools.cache
+def _matplotlib_version() -> str:
+    """Asked once per process: reading a package's metadata takes a millisecond each time."""
+    from importlib.metadata import version
+
+    return version("matplotlib")
 
 
 def plot_criteria(results: Mapping[str, Any], path: Path) -> None:

@@ -21,7 +21,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from labrunner import layout, records, sources
+from labrunner import layout, parsed, records, sources
 from labrunner.compute import parse_gpu
 from labrunner.errors import ConfigError, Issue, LabrunnerError
 from labrunner.jobspec import BACKEND_ENV
@@ -123,6 +123,7 @@ class Pipeline:
         workdir = Path(workdir or Path.cwd())
         if main_process:  # the handlers as an earlier invocation parsed them (see save_source_facts)
             sources.load_facts(workdir / SOURCE_FACTS)
+            parsed.use_store(workdir / parsed.STORE_PATH)  # and the records and results (save_parsed_yaml)
         # the project root is where Snakemake runs, wherever the plan file lives (plans/v2.yaml)
         # (cached: the aggregate steps and the end of the run, in this process, read it again)
         plan = load_plan_cached(Path(str(config.get("plan", DEFAULT_PLAN_PATH))), workdir,
@@ -134,6 +135,11 @@ class Pipeline:
         """Keep what this invocation learnt of the handler files (their functions and imports)
         for the next one: it parses only the files that changed since."""
         sources.save_facts(self.workdir / SOURCE_FACTS)
+
+    def save_parsed_yaml(self) -> None:
+        """Keep the records and results this invocation parsed for the next one (see
+        labrunner.parsed): it parses only the texts it has not seen."""
+        parsed.save_store()
 
     # --- paths ---------------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from labrunner import parsed
 from labrunner.errors import Issue, RecordError, StorageError
 from labrunner.executor import current_executor
 from labrunner.files import SpaceReserve, atomic_write_text, free_space_text, is_disk_full, overwrite_in_place
@@ -147,6 +148,7 @@ def _kept_result(paths: RunPaths, previous: dict[str, Any]) -> Path | None:
 # inode, time and size: two writes within one tick of the clock can leave all three unchanged.
 _RECORD_CACHE: dict[str, tuple[str, dict[str, Any]]] = {}
 _RECORD_CACHE_MAX = 50_000  # records kept; past that the cache starts again
+_PARSED_KIND = "record"  # how labrunner.parsed names a record's text read by this loader
 
 
 def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
@@ -166,10 +168,14 @@ def read_record(path: Path, *, verify: bool = True) -> dict[str, Any]:
     problem = verify_text(text) if text.strip() != "status: none" else None
     if verify and problem:
         raise RecordError.single(path, "", f"record is damaged: {problem}; delete it and rerun to rebuild it")
-    try:
-        data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
-    except yaml.YAMLError as exc:
-        raise RecordError.single(path, "", f"record is not valid YAML: {exc}") from None
+    data = parsed.lookup(_PARSED_KIND, text) if problem is None else parsed.MISSING
+    if data is parsed.MISSING:
+        try:
+            data = yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+        except yaml.YAMLError as exc:
+            raise RecordError.single(path, "", f"record is not valid YAML: {exc}") from None
+        if problem is None and isinstance(data, dict) and "status" in data:
+            parsed.remember(_PARSED_KIND, text, data)
     if not isinstance(data, dict) or "status" not in data:
         raise RecordError([Issue(str(path), "status", "record is damaged: expected a mapping with a 'status' key")])
     if problem is None:  # only whole records: a damaged one must be refused again when verified

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from labrunner import parsed
 from labrunner.errors import InputError, Issue
 from labrunner.files import atomic_write_text
 
@@ -192,7 +193,10 @@ def load_yaml_cached(path: Path, error: type[InputError] = InputError) -> Any:
         raise error.single(shown, "", "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error.single(shown, "", f"cannot be read: {exc}") from None
-    data = plain_copy(parse_yaml(text, shown, error))
+    data = parsed.lookup("yaml", text)
+    if data is parsed.MISSING:
+        data = plain_copy(parse_yaml(text, shown, error))
+        parsed.remember("yaml", text, data)
     if len(_DATA_CACHE) >= _DATA_CACHE_MAX:
         _DATA_CACHE.clear()
     _DATA_CACHE[shown] = (key, data)

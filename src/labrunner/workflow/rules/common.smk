@@ -164,9 +164,11 @@ SLOW_AGGREGATES = (
 # means `snakemake -n` has nothing left to do.
 # Either way the scheduler is done by then: its leftover wake-up timers are cancelled, or Python
 # would wait up to a second for them before exiting (see cancel_scheduler_timers).
+# What the run parsed is kept for the next one (PIPELINE.save_parsed_yaml).
 onsuccess:
     cancel_scheduler_timers()
     problem = end_of_run(PIPELINE, success=True)
+    PIPELINE.save_parsed_yaml()
     if problem:
         raise WorkflowError(problem)
 
@@ -177,6 +179,7 @@ onerror:
     # is recorded now, so that the summary and the write-up say so
     PIPELINE.mark_unrecorded_runs()
     end_of_run(PIPELINE, success=False)
+    PIPELINE.save_parsed_yaml()
 
 
 if workflow.is_main_process:
