@@ -172,10 +172,12 @@ class AppendLog:
         if self._fd < 0:
             raise ValueError(f"{self.name} is closed")  # as a closed file object says
         data = text.encode("utf-8", errors="replace")
-        view = memoryview(data)
         try:
-            while view:
-                view = view[os.write(self._fd, view):]
+            written = os.write(self._fd, data)  # the whole line, nearly always: metrics.jsonl writes one per step
+            if written < len(data):
+                view = memoryview(data)[written:]
+                while view:
+                    view = view[os.write(self._fd, view):]
         except OSError as exc:
             raise storage_error(exc, Path(self.name)) from exc
         return len(text)
