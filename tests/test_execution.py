@@ -587,3 +587,41 @@ def test_run_sub_stop_outside_an_attempt_waits_for_the_record(attempt: str, make
         failure = read_record(run_dir / "failure.yaml")
         assert failure["status"] == "failed" and failure["error"]["type"] == "Terminated"
         assert failure["attempts"] == 2 and "before the attempt started" in failure["error"]["message"]
+
+
+class _LinesTracker:
+    """A tracker that keeps what the forwarder hands it (the W&B side is tests/test_tracking.py)."""
+
+    def __init__(self) -> None:
+        self.lines: list[tuple[dict[str, Any], int | None]] = []
+
+    def log_lines(self, lines: list[tuple[dict[str, Any], int | None]]) -> None:
+        self.lines.extend(lines)
+
+
+def test_execution_forwarder_sends_this_attempts_whole_lines_in_order_past_damaged_ones(tmp_path: Path) -> None:
+    from labrunner.execution import _MetricsForwarder
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"step": 0, "attempt": 1, "run": "old", "metrics": {"acc": 0.1}}\n')  # an earlier run's line
+    tracker = _LinesTracker()
+    forwarder = _MetricsForwarder(path, "r1", tracker, attempt=2)  # type: ignore[arg-type]
+    forwarder.start()
+    forwarder._stop.set()  # drained by hand below
+    with path.open("ab") as handle:
+        handle.write(b'{"step": 1, "attempt": 2, "run": "r1", "metrics": {"acc": 0.5}}\n'
+                     b'{"step": 2, "attempt": 1, "run": "r1", "metrics": {"acc": 0.6}}\n'  # another attempt
+                     b'{"step": 3, "attempt": 2, "run": "r1", "metrics": {"acc": NaN}}\n'
+                     b'{"step": 4, "att\n'  # a damaged line
+                     b'\n'
+                     b'[1, 2]\n'
+                     b'{"step": 5, "attempt": 2, "run": "r1", "metrics": {"acc": 0.7}}\n'
+                     b'{"step": 6, "attempt": 2, "run": "r1", "met')  # still being written
+    forwarder.drain()
+    assert [(line[0]["acc"], line[1]) for line in tracker.lines][::2] == [(0.5, 1), (0.7, 5)]
+    assert math.isnan(tracker.lines[1][0]["acc"]) and tracker.lines[1][1] == 3 and len(tracker.lines) == 3
+
+    with path.open("ab") as handle:
+        handle.write(b'rics": {"acc": 0.8}}\n')
+    forwarder.stop()
+    assert tracker.lines[-1] == ({"acc": 0.8}, 6) and len(tracker.lines) == 4
