@@ -148,7 +148,6 @@ class MetricsLog:
     def __init__(self, path: Path, run_id: str, attempt: int, warnings: list[str],
                  max_pending_lines: int = MAX_PENDING_LINES, clock: Callable[[], float] = time.monotonic) -> None:
         self._file = AppendLog(path)  # unbuffered: each line is on disk when written, a full disk fails the write
-        self._attempt = attempt
         self._warnings = warnings  # the runner's list: flagged values and unreadable ones go there
         self._max_pending_lines = max_pending_lines
         self._clock = clock

@@ -12,8 +12,8 @@ edited, truncated or rewritten file is another text, parsed afresh.
 Only the submitting process uses it (`use_store`, from the workflow); a job reads one or two
 records and parses them. Only data that JSON gives back exactly is kept: mappings with string
 keys, lists, strings, numbers, booleans and null (a timestamp or a set is parsed every time).
-The file is only a cache: missing, damaged, of another format or another labrunner or PyYAML,
-it is ignored and every text is parsed, as without it. Entries that no invocation used in its
+The file is only a cache: missing, damaged, of another format, or written by other loader code
+or another PyYAML, it is ignored and every text is parsed, as without it. Entries that no invocation used in its
 last few saves are dropped, so it holds about one copy of the project's records.
 """
 
