@@ -202,3 +202,13 @@ def test_parsed_without_a_store_every_text_is_parsed(tmp_path: Path, no_parsing:
     parsed.save_store()
     assert len(no_parsing) == 2
     assert not (tmp_path / ".snakemake").exists()
+
+
+def test_parsed_data_nested_deeper_than_python_walks_is_not_kept(store: Path) -> None:
+    deep: list[object] = []
+    for _ in range(10_000):  # deeper than the recursion limit: a loader that allows it must still not fail here
+        deep = [deep]
+
+    parsed.remember("yaml", "deep", deep)
+
+    assert parsed.lookup("yaml", "deep") is parsed.MISSING

@@ -122,10 +122,15 @@ def lookup(kind: str, text: str) -> Any:
 def remember(kind: str, text: str, data: Any) -> None:
     """Keep what `text` parsed to when read as `kind`, if JSON gives it back exactly."""
     store = _store
-    if store is None or not _json_exact(data):
+    if store is None:
+        return
+    try:
+        if not _json_exact(data):
+            return
+        encoded = json.dumps(data, separators=(",", ":"))  # ASCII: one line per entry, whatever the text
+    except RecursionError:  # nested deeper than Python walks: parsed every time
         return
     digest = _digest(kind, text)
-    encoded = json.dumps(data, separators=(",", ":"))  # ASCII: one line per entry, whatever the text
     with store.lock:
         if not store.loaded:
             store.load()
