@@ -212,3 +212,49 @@ def test_parsed_data_nested_deeper_than_python_walks_is_not_kept(store: Path) ->
     parsed.remember("yaml", "deep", deep)
 
     assert parsed.lookup("yaml", "deep") is parsed.MISSING
+
+
+def test_parsed_status_takes_the_records_as_the_last_run_parsed_them(
+        tmp_path: Path, no_parsing: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from labrunner.cli import main
+    from workflow_support import run, write_project
+
+    project = write_project(tmp_path / "proj")
+    assert run(project).returncode == 0
+    monkeypatch.chdir(project)
+    records._RECORD_CACHE.clear()
+
+    assert main(["status", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert not [text for text in no_parsing if "labrunner-sha256" in text]  # every record as the run parsed it
+    assert main(["status"]) == 0
+
+    # a record that changed since is parsed, and what it says is shown
+    result = project / "results" / "e1-tiny" / "a" / "result.yaml"
+    result.write_text(records.checked_text({**read_record(result), "finding": "a says something new"}))
+    records._RECORD_CACHE.clear()
+    capsys.readouterr()
+    assert main(["status", "--json"]) == 0
+    assert "a says something new" in capsys.readouterr().out
+    assert [text for text in no_parsing if "labrunner-sha256" in text] == [result.read_text()]
+    assert document["ok"] is True
+
+
+def test_parsed_status_of_a_project_snakemake_never_ran_in_writes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from labrunner.cli import main
+    from workflow_support import run, write_project
+
+    project = write_project(tmp_path / "proj")
+    assert run(project).returncode == 0
+    shutil.rmtree(project / ".snakemake")  # records, and no Snakemake folder: copied from elsewhere, say
+    monkeypatch.chdir(project)
+    records._RECORD_CACHE.clear()
+
+    assert main(["status"]) == 0
+    assert "e1-tiny" in capsys.readouterr().out
+    assert not (project / ".snakemake").exists()

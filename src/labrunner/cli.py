@@ -209,11 +209,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         from labrunner.commands import cmd_status_json
 
         return cmd_status_json(args)
+    from labrunner import parsed
     from labrunner.plan import load_plan
     from labrunner.summary import status_report
 
     plan = load_plan(_plan_path(args.plan), check_handlers=False)
-    text, failed = status_report(plan, stub=args.stub)
+    with parsed.kept_for(plan.root):  # every record is read: most as the last run parsed them
+        text, failed = status_report(plan, stub=args.stub)
     _say(text)
     return EXIT_FAILED if failed else EXIT_OK
 

@@ -130,11 +130,14 @@ def cmd_validate_json(args: argparse.Namespace) -> int:
 
 
 def cmd_status_json(args: argparse.Namespace) -> int:
+    from labrunner import parsed
     from labrunner.plan import load_plan
     from labrunner.status_json import STATUS_SCHEMA, error_document, status_document
 
     try:
-        document = status_document(load_plan(_plan_path(args.plan), check_handlers=False), stub=args.stub)
+        plan = load_plan(_plan_path(args.plan), check_handlers=False)
+        with parsed.kept_for(plan.root):  # every record is read: most as the last run parsed them
+            document = status_document(plan, stub=args.stub)
     except LabrunnerError as exc:
         _print_json(error_document(STATUS_SCHEMA, exc))
         _complain("status", exc)

@@ -9,8 +9,9 @@ only the texts it has not seen: the same text always parses to the same data, so
 (with the way it was read: a record, or YAML that remembers lines) names its data exactly. An
 edited, truncated or rewritten file is another text, parsed afresh.
 
-Only the submitting process uses it (`use_store`, from the workflow); a job reads one or two
-records and parses them. Only data that JSON gives back exactly is kept: mappings with string
+Snakemake's submitting process uses it (`use_store`, from the workflow), and so does `labrunner
+status` in a project Snakemake has run in (`kept_for`); a job reads one or two records and parses
+them. Only data that JSON gives back exactly is kept: mappings with string
 keys, lists, strings, numbers, booleans and null (a timestamp or a set is parsed every time).
 The file is only a cache: missing, damaged, of another format, or written by other loader code
 or another PyYAML, it is ignored and every text is parsed, as without it. Entries that no invocation used in its
@@ -19,14 +20,16 @@ last few saves are dropped, so it holds about one copy of the project's records.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["MISSING", "STORE_PATH", "lookup", "remember", "save_store", "use_store"]
+__all__ = ["MISSING", "STORE_PATH", "kept_for", "lookup", "remember", "save_store", "use_store"]
 
 STORE_PATH = Path(".snakemake") / "labrunner" / "parsed-yaml.jsonl"  # from the project root
 _FORMAT = 1
@@ -74,6 +77,24 @@ def use_store(path: Path) -> None:
     let save_store write them back."""
     global _store
     _store = _Store(Path(path))
+
+
+@contextlib.contextmanager
+def kept_for(root: Path) -> Iterator[None]:
+    """For a command that reads every record (`labrunner status`): inside the block, records are
+    taken as the last invocation parsed them, and what is parsed is kept for the next one; only
+    in a project Snakemake has run in (the store lives in its .snakemake/, which no status creates)."""
+    global _store
+    if not (Path(root) / ".snakemake").is_dir():
+        yield
+        return
+    before = _store
+    use_store(Path(root) / STORE_PATH)
+    try:
+        yield
+    finally:
+        save_store()
+        _store = before
 
 
 @functools.cache
