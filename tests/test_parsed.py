@@ -3,7 +3,10 @@ exactly what parsing gives, follow every change of the text, and a damaged store
 
 from __future__ import annotations
 
+import json
 import math
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,9 +14,11 @@ import pytest
 import yaml
 
 from labrunner import parsed, records, yamlio
+from labrunner.cli import main
 from labrunner.layout import RunPaths
 from labrunner.records import read_record, write_result
 from labrunner.yamlio import load_yaml_cached, write_yaml
+from workflow_support import run, write_project
 
 
 @pytest.fixture
@@ -83,8 +88,6 @@ def test_parsed_an_edited_record_is_parsed_again_whatever_its_size_and_time(
     stat = paths.result.stat()
 
     paths2 = a_result(tmp_path, acc=0.98)  # the same length, put back with the same times
-    import os
-
     os.utime(paths2.result, ns=(stat.st_atime_ns, stat.st_mtime_ns))
 
     assert read_record(paths.result)["metrics"] == {"acc": 0.98}
@@ -216,11 +219,6 @@ def test_parsed_data_nested_deeper_than_python_walks_is_not_kept(store: Path) ->
 
 def test_parsed_status_takes_the_records_as_the_last_run_parsed_them(
         tmp_path: Path, no_parsing: list[str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import json
-
-    from labrunner.cli import main
-    from workflow_support import run, write_project
-
     project = write_project(tmp_path / "proj")
     assert run(project).returncode == 0
     monkeypatch.chdir(project)
@@ -244,11 +242,6 @@ def test_parsed_status_takes_the_records_as_the_last_run_parsed_them(
 
 def test_parsed_status_of_a_project_snakemake_never_ran_in_writes_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
-    import shutil
-
-    from labrunner.cli import main
-    from workflow_support import run, write_project
-
     project = write_project(tmp_path / "proj")
     assert run(project).returncode == 0
     shutil.rmtree(project / ".snakemake")  # records, and no Snakemake folder: copied from elsewhere, say
