@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,11 @@ from conftest import EXP, PLAN_FILE, SUB, ProjectFactory, RunHandler, one_sub_pl
 from labrunner.aggregate import collect_experiment
 from labrunner.curves import curve_figure, read_curves, write_curve_plots
 from labrunner.findings import render_experiment_findings
+from labrunner.layout import RunPaths
 from labrunner.plan import load_plan
+from labrunner.records import checked_text
 from labrunner.report import findings_html, gather_artifacts, write_findings_html
+from labrunner.state import previous_result
 
 FINDINGS = Path("research/experiments") / EXP / "FINDINGS.md"
 
@@ -48,6 +52,21 @@ def test_traceability_a_rerun_after_a_handler_change_shows_the_change(run_handle
     written = blocks(root)
     assert "_accuracy 0.912 -> 0.934 after the rerun; handler changed._" in written["sub-results"]
     assert f"**Changed since their previous results:** {SUB} (handler changed)" in written["status"]
+
+
+def test_traceability_results_written_within_one_second_are_ordered_by_their_files_times(tmp_path: Path) -> None:
+    # history names are stamped to the second: within one, the run ids decide the names' order,
+    # here the opposite of the order in which the results were written
+    paths = RunPaths(tmp_path / "results" / EXP / SUB)
+    paths.history.mkdir(parents=True)
+    for order, (run_id, accuracy) in enumerate([("c-first", 0.9), ("b-second", 0.912), ("a-third", 0.934)]):
+        kept = paths.history / f"20261128T010203-{run_id}.result.yaml"
+        kept.write_text(checked_text({"status": "completed", "run_id": run_id, "metrics": {"accuracy": accuracy}}))
+        os.utime(kept, ns=(1_000_000_000 * order, 1_000_000_000 * order))
+
+    assert previous_result(paths, "a-third")["run_id"] == "b-second"
+    assert previous_result(paths, "b-second")["run_id"] == "c-first"
+    assert previous_result(paths, "c-first") is None
 
 
 def test_traceability_params_and_module_changes_are_named(run_handler: RunHandler, make_project: ProjectFactory) -> None:
