@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.image
-import pytest
 import yaml
 
 from conftest import EXP, PLAN_FILE, SUB, ProjectFactory, RunHandler, one_sub_plan, write
