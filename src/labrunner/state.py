@@ -170,20 +170,6 @@ def previous_result(paths: RunPaths, run_id: str | None) -> dict[str, Any] | Non
     return None
 
 
-def _latest_result(paths: RunPaths) -> dict[str, Any] | None:
-    """The newest result record kept under history/ (names start with a sortable time)."""
-    try:
-        names = sorted(entry.name for entry in paths.history.iterdir() if entry.name.endswith(".result.yaml"))
-    except OSError:
-        return None
-    for name in reversed(names):
-        try:
-            return read_record(paths.history / name)
-        except RecordError:
-            continue
-    return None
-
-
 def _earlier(record: Mapping[str, Any], why: str) -> dict[str, Any]:
     """What an earlier result said, marked as not current."""
     return {"run_id": record.get("run_id"), "ended_at": record.get("ended_at"), "finding": record.get("finding"),
@@ -224,7 +210,7 @@ def read_state(spec: SubSpec, seed: int, paths: RunPaths, stub: bool, root: Path
 
 
 def _previous(result: Mapping[str, Any] | None, paths: RunPaths) -> dict[str, Any] | None:
-    record = result or _latest_result(paths)
+    record = result or previous_result(paths, None)  # the newest result kept, by the files' times
     return _earlier(record, "its latest attempt did not complete") if record else None
 
 
