@@ -53,7 +53,8 @@ def test_provenance_clean_tree_records_its_commit_and_no_patch(repo: Path, run_h
 
 def test_provenance_dirty_tree_is_detected_and_its_patch_gives_back_the_code(repo: Path, run_handler: RunHandler,
                                                                             tmp_path: Path) -> None:
-    write(repo / "handlers" / "common.py", "def scale(x):\n    return 3 * x\n")  # a tracked file, edited
+    # a tracked file, edited, in another encoding than UTF-8: the patch must keep its bytes
+    (repo / "handlers" / "common.py").write_bytes(b"# -*- coding: latin-1 -*-\n# caf\xe9\ndef scale(x):\n    return 3 * x\n")
     write(repo / "handlers" / "extra.py", "OFFSET = 0.01\n")  # a new module, not committed
     handler = HANDLER.replace("from handlers.common import scale", "from handlers.common import scale\nfrom handlers.extra import OFFSET")
 

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from labrunner.files import atomic_write_text
+from labrunner.files import atomic_write_bytes
 
 if TYPE_CHECKING:
     import subprocess
@@ -94,7 +94,7 @@ def _save_patch(patch: bytes, root: Path, history_dir: Path) -> str:
     digest = hashlib.sha256(patch).hexdigest()[:16]
     path = history_dir / f"tree-{digest}.diff"
     if not path.exists():
-        atomic_write_text(path, patch.decode("utf-8", errors="replace"))
+        atomic_write_bytes(path, patch)  # as git wrote it: a file in another encoding keeps its bytes
     try:
         return path.resolve().relative_to(root.resolve()).as_posix()
     except ValueError:
