@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -125,7 +126,7 @@ def run_timed(command: list[str], cwd: Path) -> Timing:
 
 
 def alternate(first: Callable[[], float], second: Callable[[], float], repeats: int,
-              pick: Callable[[list[float]], float] = statistics.median) -> tuple[float, float]:
+              pick: Callable[[list[float]], Any] = statistics.median) -> tuple[Any, Any]:
     """Medians (or what `pick` takes) of two measurements taken in turns (first, second, first, ...)."""
     times: tuple[list[float], list[float]] = ([], [])
     for _ in range(repeats):

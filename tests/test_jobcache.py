@@ -3,6 +3,7 @@ instead of loading the plan, and ends exactly as a full load would have made it 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import pytest
 from conftest import EXP, PLAN_FILE, SUB, ProjectFactory, one_sub_plan
 from labrunner import cli, jobcache
 from labrunner.plan import load_plan
+from labrunner.sources import file_sha256
 from labrunner.yamlio import load_yaml
 
 RESULTS = Path("results")
@@ -87,7 +89,7 @@ def test_jobcache_the_first_job_writes_it_and_the_next_one_runs_without_the_plan
 def test_jobcache_gives_every_sub_the_settings_and_tracking_a_full_load_gives(make_project: ProjectFactory) -> None:
     root = make_project(RICH_PLAN, RICH_HANDLERS)
     plan = load_plan(root / PLAN_FILE, root=root)
-    jobcache.remember_plan(plan, jobcache.plan_digest((root / PLAN_FILE).read_bytes()), RESULTS)
+    jobcache.remember_plan(plan, file_sha256(root / PLAN_FILE), RESULTS)
 
     runs = [spec for exp in ("e1", "e2") for spec in plan.subs(exp, include_skipped=True)]
     assert len(runs) == 8  # base, four sweep combinations, later, other, t
@@ -158,7 +160,7 @@ def test_jobcache_settings_that_json_would_change_are_not_cached(make_project: P
                         {f"handlers/{EXP}/{SUB}.py": HANDLER.format(name=SUB)})
     plan = load_plan(root / PLAN_FILE, root=root)
 
-    jobcache.remember_plan(plan, jobcache.plan_digest((root / PLAN_FILE).read_bytes()), RESULTS)
+    jobcache.remember_plan(plan, file_sha256(root / PLAN_FILE), RESULTS)
 
     assert entries(root) == []
 
@@ -167,7 +169,7 @@ def test_jobcache_is_not_written_for_a_plan_that_changed_during_the_load(make_pr
     root = two_sub_project(make_project)
     plan = load_plan(root / PLAN_FILE, root=root)
 
-    jobcache.remember_plan(plan, jobcache.plan_digest(b"the file as it was before"), RESULTS)
+    jobcache.remember_plan(plan, hashlib.sha256(b"the file as it was before").hexdigest(), RESULTS)
 
     assert entries(root) == []
 

@@ -165,10 +165,10 @@ def _load_run_plan(args: argparse.Namespace, sub_id: str) -> Plan:
 
 def _digest_or_none(path: Path) -> str | None:
     """The plan file's digest as the load starts; None when it cannot be read (load_plan says why)."""
-    from labrunner.jobcache import plan_digest
+    from labrunner.sources import file_sha256
 
     try:
-        return plan_digest(path.read_bytes())
+        return file_sha256(path)
     except OSError:
         return None
 

@@ -26,7 +26,6 @@ Entries live in `<results>/.labrunner/plans/<digest>-<labrunner version>-f<forma
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import asdict
@@ -35,18 +34,15 @@ from typing import TYPE_CHECKING, Any
 
 from labrunner import __version__
 from labrunner.jobspec import JobPlan, SubSpec, TrackingSettings
+from labrunner.sources import file_sha256
 
 if TYPE_CHECKING:
     from labrunner.plan import Plan
 
-__all__ = ["CACHE_FORMAT", "checked_by_job", "entry_path", "plan_digest", "read_job_plan", "remember_plan"]
+__all__ = ["CACHE_FORMAT", "checked_by_job", "entry_path", "read_job_plan", "remember_plan"]
 
 CACHE_FORMAT = 1  # bump when an entry's fields change: older entries are then never read
 _DIGEST_CHARS = 32
-
-
-def plan_digest(content: bytes) -> str:
-    return hashlib.sha256(content).hexdigest()
 
 
 def entry_path(results_root: Path, digest: str, experiment_id: str) -> Path:
@@ -66,7 +62,7 @@ def read_job_plan(plan_path: Path, root: Path, results_root: Path, experiment_id
     """The plan as the job of (experiment, sub) needs it, from the cache; None when the job must
     load the plan itself (see the module's docstring for each case)."""
     try:
-        digest = plan_digest(plan_path.read_bytes())
+        digest = file_sha256(plan_path)
         entry = json.loads(entry_path(root / results_root, digest, experiment_id).read_text(encoding="utf-8"))
         if entry["plan_sha256"] != digest or entry["needs_plan"] or sub_id not in entry["subs"]:
             return None
@@ -113,7 +109,7 @@ def remember_plan(plan: Plan, digest: str, results_root: Path) -> None:
     had `digest` before the load; nothing if the file has changed since (the entries would then
     describe a file that never validated). Never raises: the cache only saves time."""
     try:
-        if plan_digest(plan.path.read_bytes()) != digest:
+        if file_sha256(plan.path) != digest:
             return
         for experiment_id in plan.subs_by_experiment:
             text = _entry_text(plan, digest, experiment_id)
@@ -148,8 +144,7 @@ def _entry_text(plan: Plan, digest: str, experiment_id: str) -> str | None:
         return None
     read_back = json.loads(text)
     if (_tracking_from(read_back["tracking"]) != plan.tracking
-            or [_spec_from(fields) for fields in read_back["subs"].values()] != sorted(specs, key=lambda s: s.sub_id)
-            or len(read_back["subs"]) != len(specs)):
+            or [_spec_from(fields) for fields in read_back["subs"].values()] != sorted(specs, key=lambda s: s.sub_id)):
         return None
     return text
 

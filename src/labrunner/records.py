@@ -17,7 +17,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import os
-import secrets
 import socket
 from pathlib import Path
 from typing import Any
@@ -253,7 +252,7 @@ def next_attempt(paths: RunPaths) -> tuple[int, str]:
         token, count = counter.read_text(encoding="utf-8").split()
         before = int(count)
     except (OSError, ValueError):  # none yet, or unreadable: count what the history holds
-        token, before = secrets.token_hex(4), _recorded_attempts(paths)
+        token, before = os.urandom(4).hex(), _recorded_attempts(paths)  # what secrets.token_hex reads, without its imports
     try:
         atomic_write_text(counter, f"{token} {before + 1}\n")
     except OSError:  # a full disk: the attempt runs all the same (its record says why it failed)
