@@ -251,3 +251,17 @@ def test_parsed_status_of_a_project_snakemake_never_ran_in_writes_nothing(
     assert main(["status"]) == 0
     assert "e1-tiny" in capsys.readouterr().out
     assert not (project / ".snakemake").exists()
+
+
+def test_parsed_a_results_file_rewritten_within_one_tick_is_read_again(tmp_path: Path) -> None:
+    # the in-process cache of load_yaml_cached compares the text, as read_record does: the same
+    # inode, time and size can hold another text
+    results = tmp_path / "results.yaml"
+    results.write_text("status: completed\nacc: 0.97\n")
+    assert load_yaml_cached(results)["acc"] == 0.97
+    stat = results.stat()
+
+    results.write_text("status: completed\nacc: 0.98\n")  # in place: the same inode and size
+    os.utime(results, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    assert results.stat().st_ino == stat.st_ino and load_yaml_cached(results)["acc"] == 0.98

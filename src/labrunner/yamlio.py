@@ -170,36 +170,35 @@ def load_yaml(path: Path, error: type[InputError] = InputError) -> Any:
     return parse_yaml(text, shown, error)
 
 
-# path -> ((inode, mtime_ns, size), data) for load_yaml_cached
-_DATA_CACHE: dict[str, tuple[tuple[int, int, int], Any]] = {}
+# absolute path -> (text, data) for load_yaml_cached
+_DATA_CACHE: dict[str, tuple[str, Any]] = {}
 _DATA_CACHE_MAX = 10_000
 
 
 def load_yaml_cached(path: Path, error: type[InputError] = InputError) -> Any:
     """load_yaml for the files labrunner writes and reads again in the same process (each
     experiment's results.yaml is read by its FINDINGS job, the project FINDINGS job and the end of
-    the run): parsed once while the file is unchanged (a rewrite is a new inode with a new time),
-    and each caller gets its own copy, as plain dicts and lists (no line numbers)."""
+    the run): parsed once while its text is the same (the text, as records.read_record compares
+    it: two writes within one tick of the clock can leave a file's inode, time and size as they
+    were), and each caller gets its own copy, as plain dicts and lists (no line numbers)."""
     shown = str(path)
     try:
-        with Path(path).open("rb") as handle:
-            stat = os.fstat(handle.fileno())  # of the file read, not of one that replaced it since
-            key = (stat.st_ino, stat.st_mtime_ns, stat.st_size)
-            cached = _DATA_CACHE.get(shown)
-            if cached is not None and cached[0] == key:
-                return plain_copy(cached[1])
-            text = handle.read().decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")  # as text mode reads it
+        text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error.single(shown, "", "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error.single(shown, "", f"cannot be read: {exc}") from None
+    key = os.path.abspath(path)
+    cached = _DATA_CACHE.get(key)
+    if cached is not None and cached[0] == text:
+        return plain_copy(cached[1])
     data = parsed.lookup("yaml", text)
     if data is parsed.MISSING:
         data = plain_copy(parse_yaml(text, shown, error))
         parsed.remember("yaml", text, data)
     if len(_DATA_CACHE) >= _DATA_CACHE_MAX:
         _DATA_CACHE.clear()
-    _DATA_CACHE[shown] = (key, data)
+    _DATA_CACHE[key] = (text, data)
     return plain_copy(data)
 
 
