@@ -11,13 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
-import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from labrunner.files import atomic_write_text, atomic_writer
+from labrunner.files import atomic_write_text, atomic_writer, link_or_copy
 
 __all__ = ["MAX_PANELS", "curve_figure", "read_curves", "write_curve_plots"]
 
@@ -142,7 +140,7 @@ def write_curve_plots(results: Mapping[str, Any], folder: Path, root: Path) -> d
                 figure.savefig(handle, format="png", dpi=100)
         if drawn.exists():
             path = folder / f"{sub_id}.png"
-            _link_or_copy(drawn, path)
+            link_or_copy(drawn, path)
             written[sub_id] = _relative(path, root)
     for stale in cache.iterdir():  # drawings of results that are no longer current
         if stale.name not in used:
@@ -162,14 +160,6 @@ def _drawing_key(sub: Mapping[str, Any], preferred: Sequence[str]) -> str | None
         return None
     text = json.dumps([_DRAWING_VERSION, MAX_PANELS, MAX_POINTS, list(preferred), runs], default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    target.unlink(missing_ok=True)
-    try:
-        os.link(source, target)
-    except OSError:  # another file system, or one without hard links
-        shutil.copyfile(source, target)
 
 
 def _relative(path: Path, root: Path) -> str:

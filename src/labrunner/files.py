@@ -26,7 +26,7 @@ from typing import BinaryIO
 from labrunner.errors import StorageError
 
 __all__ = ["AppendLog", "SpaceReserve", "atomic_write_bytes", "atomic_write_text", "atomic_writer", "free_space_text",
-           "is_disk_full", "overwrite_in_place", "storage_error"]
+           "is_disk_full", "link_or_copy", "overwrite_in_place", "storage_error"]
 
 _NEW_FILE_MODE = 0o666  # the kernel applies the umask, as it does for any file a program creates
 _TEMP_NAME_CHARS = 50  # of the target's name in the temporary name: a 255-byte name must still fit
@@ -92,6 +92,16 @@ def overwrite_in_place(path: Path | str, data: bytes) -> None:
 def _write_target(path: Path) -> Path:
     """The file to replace: the one a symbolic link points to, so that the link stays a link."""
     return Path(os.path.realpath(path)) if path.is_symlink() else path
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Put `source` at `target` (replacing it) without a second copy of its bytes where the file
+    system allows a hard link, else as a copy."""
+    target.unlink(missing_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or one without hard links
+        shutil.copyfile(source, target)
 
 
 def _open_temp(target: Path) -> tuple[int, Path]:

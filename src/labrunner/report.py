@@ -17,14 +17,13 @@ import base64
 import hashlib
 import html
 import mimetypes
-import os
 import re
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from labrunner.files import atomic_write_text
+from labrunner.files import atomic_write_text, link_or_copy
 
 __all__ = ["REPORT_ARTIFACT_MAX_BYTES", "REPORT_ARTIFACT_SUFFIXES", "findings_html", "gather_artifacts",
            "write_findings_html"]
@@ -140,7 +139,7 @@ def gather_artifacts(results: Mapping[str, Any], folder: Path, root: Path) -> li
                     continue
                 seed = f"seed-{run.get('seed')}__" if sub.get("seeds") else ""
                 target = folder / f"{sub_id}__{seed}{_name_in_run(artifact, run).replace('/', '__')}"
-                _link_or_copy(source, target)
+                link_or_copy(source, target)
                 gathered.append(target)
     return gathered
 
@@ -153,9 +152,3 @@ def _name_in_run(artifact: str, run: Mapping[str, Any]) -> str:
     except ValueError:
         return Path(artifact).name
 
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)  # no second copy of the bytes
-    except OSError:  # another file system, or one without hard links
-        shutil.copyfile(source, target)

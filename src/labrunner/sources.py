@@ -140,7 +140,7 @@ def save_facts(path: Path) -> None:
                       separators=(",", ":"))
     try:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(Path(path), text)
+        atomic_write_text(Path(path), text, durable=False)  # only a cache: no wait for the disk
     except OSError:
         return  # only a cache: the next invocation parses the handlers again
     _known.clear()
