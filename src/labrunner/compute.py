@@ -90,32 +90,23 @@ def estimate(facts: Mapping[str, Any], backend: str | None, overrides: Mapping[s
 
 
 def total(entries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Runs, wall time, GPU-seconds per GPU type and the estimated cost over `entries`; GPU-seconds
-    without a price are counted apart, so a total never looks complete when it is not."""
-    runs, wall_s, gpu_s, cost_usd, unpriced_gpu_s = 0, 0.0, 0.0, 0.0, 0.0
-    by_gpu: dict[str, float] = {}
-    for entry in entries:
-        runs += 1
-        wall_s += float(entry.get("wall_s") or 0.0)
-        seconds = float(entry.get("gpu_s") or 0.0)
-        gpu_s += seconds
-        if seconds and entry.get("gpu"):
-            by_gpu[str(entry["gpu"])] = by_gpu.get(str(entry["gpu"]), 0.0) + seconds
-        if entry.get("cost_usd") is not None:
-            cost_usd += float(entry["cost_usd"])
-        else:
-            unpriced_gpu_s += seconds
-    summary: dict[str, Any] = {"runs": runs, "wall_s": round(wall_s, 3), "gpu_s": round(gpu_s, 3),
-                               "cost_usd": round(cost_usd, 6) if gpu_s > unpriced_gpu_s else None}
-    if by_gpu:
-        summary["by_gpu"] = {name: round(seconds, 3) for name, seconds in by_gpu.items()}
-    if unpriced_gpu_s:
-        summary["unpriced_gpu_s"] = round(unpriced_gpu_s, 3)
-    return summary
+    """Runs, wall time, GPU-seconds per GPU type and the estimated cost over `entries` (records'
+    `compute`, priced by `estimate`); GPU-seconds without a price are counted apart, so a total
+    never looks complete when it is not."""
+    return combine(_one_run(entry) for entry in entries)
+
+
+def _one_run(entry: Mapping[str, Any]) -> dict[str, Any]:
+    """One record's `compute` as a total of one run."""
+    seconds = float(entry.get("gpu_s") or 0.0)
+    priced = entry.get("cost_usd") is not None
+    return {"runs": 1, "wall_s": entry.get("wall_s"), "gpu_s": seconds, "cost_usd": entry.get("cost_usd"),
+            "by_gpu": {str(entry["gpu"]): seconds} if seconds and entry.get("gpu") else {},
+            "unpriced_gpu_s": 0.0 if priced else seconds}
 
 
 def combine(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """The total of several `total`s (the experiments of a project)."""
+    """The total of several `total`s (the experiments of a project; the runs of one, see total)."""
     runs, wall_s, gpu_s, cost_usd, unpriced_gpu_s, priced = 0, 0.0, 0.0, 0.0, 0.0, False
     by_gpu: dict[str, float] = {}
     for summary in summaries:
