@@ -17,7 +17,7 @@ from typing import Any
 
 __all__ = [
     "MODAL_GPU_PRICE_PER_HOUR", "MODAL_PRICES_SOURCE", "combine", "compute_facts", "describe", "estimate",
-    "gpu_price_per_hour", "parse_gpu", "total",
+    "gpu_price_per_hour", "parse_gpu", "project_line", "total",
 ]
 
 # USD per GPU-hour, Modal's published per-second rates x 3600 (https://modal.com/pricing: H100
@@ -125,6 +125,13 @@ def combine(summaries: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     if unpriced_gpu_s:
         combined["unpriced_gpu_s"] = round(unpriced_gpu_s, 3)
     return combined
+
+
+def project_line(experiments: Mapping[str, Mapping[str, Any]]) -> str | None:
+    """describe() of the compute of every experiment that ran something (results.yaml data by
+    experiment); None when none did."""
+    spent = [results["compute"] for results in experiments.values() if (results.get("compute") or {}).get("runs")]
+    return describe(combine(spent)) if spent else None
 
 
 def describe(summary: Mapping[str, Any]) -> str:

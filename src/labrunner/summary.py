@@ -243,9 +243,8 @@ def status_report(plan: Plan, stub: bool = False, only_attention: bool = False,
         if totals[key]:
             line += f"  {name}: {totals[key]}"
     lines += ["", line]
-    spent = [results["compute"] for results in view.experiments.values() if (results.get("compute") or {}).get("runs")]
-    if spent:
-        lines.append(f"Compute: {compute.describe(compute.combine(spent))}")
+    if spent := compute.project_line(view.experiments):
+        lines.append(f"Compute: {spent}")
     lines += ["", "Experiments:", *_experiment_lines(view.experiments)]
     if view.gates:
         lines += ["Gates:", *_gate_lines(view.gates)]
