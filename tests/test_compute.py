@@ -14,7 +14,7 @@ from labrunner.aggregate import collect_experiment
 from labrunner.backends.modal_backend import InProcessModal, ModalBackend
 from labrunner.errors import PlanError
 from labrunner.execution import run_sub
-from labrunner.findings import render_experiment_findings
+from labrunner.findings import render_experiment_findings, render_project_findings
 from labrunner.plan import load_plan
 from labrunner.records import read_record
 from labrunner.summary import status_report
@@ -92,5 +92,8 @@ def test_compute_a_modal_run_is_priced_in_results_findings_and_status(make_proje
     findings = render_experiment_findings(results, Path("research/experiments/e1/FINDINGS.md"), root, "r.yaml").blocks
     assert f"**Compute:** 1 run, {facts['wall_s']:.1f} s wall, {facts['gpu_s']:.1f} GPU-s on H100, est. $" in findings["status"]
     assert f"| {facts['gpu_s']:.1f} GPU-s on 2× H100, est. $" in findings["appendix"]
+    project = render_project_findings({"name": "p"}, {EXP: results}, {}, {EXP: "e1/FINDINGS.md"},
+                                      Path("research/FINDINGS.md"), root, False, "now").blocks
+    assert f"**Compute in total:** 1 run, {facts['wall_s']:.1f} s wall, {facts['gpu_s']:.1f} GPU-s on H100, est. $" in project["status"]
     text, _ = status_report(plan)
     assert f"Compute: 1 run, {facts['wall_s']:.1f} s wall, {facts['gpu_s']:.1f} GPU-s on H100, est. $" in text
