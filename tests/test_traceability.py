@@ -19,7 +19,7 @@ from labrunner.findings import render_experiment_findings
 from labrunner.layout import RunPaths
 from labrunner.plan import load_plan
 from labrunner.records import checked_text
-from labrunner.report import findings_html, gather_artifacts, write_findings_html
+from labrunner.report import REPORT_ARTIFACT_MAX_BYTES, findings_html, gather_artifacts, write_findings_html
 from labrunner.state import previous_result
 
 FINDINGS = Path("research/experiments") / EXP / "FINDINGS.md"
@@ -179,6 +179,16 @@ def test_report_artifacts_are_gathered_by_run_keeping_their_folders(tmp_path: Pa
     assert not stale.exists()
     source = tmp_path / f"results/{EXP}/mlp/seed-0/artifacts/plots/confusion.png"
     assert gathered[0].stat().st_ino == source.stat().st_ino  # a hard link, not a copy
+
+    # a file a web page cannot show, or one bigger than REPORT_ARTIFACT_MAX_BYTES, stays out
+    run = results["subs"]["mlp"]["seeds"][0]
+    folder = tmp_path / f"results/{EXP}/mlp/seed-0/artifacts"
+    (folder / "model.pt").write_bytes(b"weights")
+    (folder / "big.png").write_bytes(b"\0" * (REPORT_ARTIFACT_MAX_BYTES + 1))
+    (folder / "just.png").write_bytes(b"\0" * REPORT_ARTIFACT_MAX_BYTES)
+    run["artifacts"] += [f"results/{EXP}/mlp/seed-0/artifacts/{name}" for name in ("model.pt", "big.png", "just.png")]
+    names = {path.name for path in gather_artifacts(results, tmp_path / "report", tmp_path)}
+    assert "mlp__seed-0__just.png" in names and not names & {"mlp__seed-0__model.pt", "mlp__seed-0__big.png"}
 
 
 # --- FINDINGS as HTML, for the report ----------------------------------------------------------------
