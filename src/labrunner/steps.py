@@ -103,9 +103,9 @@ def project_findings(plan_path: str, stub: bool, results_files: Sequence[str], g
                      html: str | None = None, out: TextIO | None = None) -> None:
     plan = _plan(plan_path)
     experiments = load_results([Path(p) for p in results_files])
-    from labrunner.yamlio import load_yaml
+    from labrunner.yamlio import load_yaml_cached
 
-    gate_data = (load_yaml(Path(gates_file)) or {}).get("gates", {})
+    gate_data = (load_yaml_cached(Path(gates_file)) or {}).get("gates", {})  # the end of the run reads it again
     paths = {exp_id: layout.experiment_findings_path(exp_id, stub).as_posix() for exp_id in experiments}
     document = render_project_findings(plan.model.project.model_dump(exclude_none=True), experiments, gate_data, paths,
                                        Path(output), Path.cwd(), stub, findings_stamp(experiments))
