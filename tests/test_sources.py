@@ -10,7 +10,7 @@ import pytest
 
 from labrunner import sources
 
-PARSE = sources._parse  # the cached parser, before any test wraps it
+PARSE = sources._parse  # the parser, before any test wraps it
 HANDLER = "from handlers.helpers import scale\n\n\ndef a(runner, extra=1):\n    return scale(1)\n"
 
 
@@ -19,20 +19,18 @@ def fresh_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """Each test starts as a new invocation does: nothing known, nothing parsed."""
     monkeypatch.setattr(sources, "_known", {})
     monkeypatch.setattr(sources, "_used", {})
-    PARSE.cache_clear()
 
 
 def new_invocation(monkeypatch: pytest.MonkeyPatch, facts: Path) -> list[str]:
     """Forget this process's work, load the saved facts; the files parsed from then on."""
     monkeypatch.setattr(sources, "_known", {})
     monkeypatch.setattr(sources, "_used", {})
-    PARSE.cache_clear()
     sources.load_facts(facts)
     parsed: list[str] = []
 
-    def counting(path: str, mtime_ns: int) -> sources.ModuleInfo:
+    def counting(path: str) -> sources.ModuleInfo:
         parsed.append(os.path.basename(path))
-        return PARSE(path, mtime_ns)
+        return PARSE(path)
 
     monkeypatch.setattr(sources, "_parse", counting)
     return parsed

@@ -41,9 +41,8 @@ class ModuleInfo:
     syntax_error: str | None = None
 
 
-@lru_cache(maxsize=1 << 16)  # every handler of a large sweep: a smaller cache thrashed, parsing each twice
-def _parse(path: str, mtime_ns: int) -> ModuleInfo:
-    del mtime_ns  # part of the cache key only: an edited file is parsed again
+def _parse(path: str) -> ModuleInfo:
+    """Parse a handler file (module_info keeps the result while the file's stamp is the same)."""
     with open(path, "rb") as handle:  # IsADirectoryError for a folder: not a handler file
         source = handle.read()
     try:
@@ -110,7 +109,7 @@ def module_info(path: Path | str) -> ModuleInfo:
     known = _known.get(absolute)
     info = _from_json(known[1]) if known is not None and known[0] == stamp else None
     if info is None:
-        info = _parse(absolute, stat.st_mtime_ns)
+        info = _parse(absolute)
     _used[absolute] = (stamp, info)
     return info
 
