@@ -20,7 +20,7 @@ from labrunner.layout import RunPaths
 from labrunner.plan import load_plan
 from labrunner.records import checked_text
 from labrunner.report import REPORT_ARTIFACT_MAX_BYTES, findings_html, gather_artifacts, write_findings_html
-from labrunner.state import previous_result
+from labrunner.state import _previous, previous_result
 
 FINDINGS = Path("research/experiments") / EXP / "FINDINGS.md"
 
@@ -66,6 +66,8 @@ def test_traceability_results_written_within_one_second_are_ordered_by_their_fil
     assert previous_result(paths, "a-third")["run_id"] == "b-second"
     assert previous_result(paths, "b-second")["run_id"] == "c-first"
     assert previous_result(paths, "c-first") is None
+    # a run whose latest attempt failed shows the newest of them as its earlier result
+    assert _previous(None, paths)["run_id"] == "a-third"
 
 
 def test_traceability_params_and_module_changes_are_named(run_handler: RunHandler, make_project: ProjectFactory) -> None:
